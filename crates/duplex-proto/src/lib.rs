@@ -9,7 +9,7 @@
 //! application ──► send_*/close ──► poll_transmit() ──► bytes to write
 //! timers: sleep until poll_timeout() ──► handle_timeout(now)
 //! ```
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod extension;
@@ -25,3 +25,19 @@ pub enum Role {
     /// The end that accepted it.
     Server,
 }
+
+pub mod close;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod frame;
+pub mod mask;
+pub mod message;
+pub mod transmit;
+pub mod utf8;
+
+pub use close::{CloseCode, CloseFrame};
+pub use config::Config;
+pub use connection::{Connection, Event, MessageKind, State};
+pub use error::{ProtocolError, SendError};
+pub use message::{Message, Utf8Bytes};

@@ -1,1 +1,13 @@
+//! # duplex: async WebSocket client and server for tokio
+//!
+//! A thin runtime over the sans-IO [`duplex_proto`] core: this crate owns sockets, buffers and
+//! wake-ups; every protocol decision is made in the core.
+#![warn(missing_docs)]
 
+pub mod error;
+pub mod websocket;
+
+pub use duplex_proto as proto;
+pub use duplex_proto::{CloseCode, CloseFrame, Config, Message, Role, Utf8Bytes};
+pub use error::{Error, Result};
+pub use websocket::WebSocket;

@@ -1,0 +1,703 @@
+//! The state machine of an established connection (after the opening handshake).
+//!
+//! ## Driving it
+//! 1. Feed bytes read from the transport with [`Connection::receive_data`] (or read straight
+//!    into [`Connection::input_buffer`] and call [`Connection::handle_input`]), and the end of
+//!    the stream with [`Connection::receive_eof`].
+//! 2. Take what happened with [`Connection::poll_event`] until it returns `None`.
+//! 3. Write what [`Connection::poll_transmit`] (or the [`TransmitQueue`] behind
+//!    [`Connection::transmit_queue`]) holds.
+//! 4. Sleep until [`Connection::poll_timeout`], then call [`Connection::handle_timeout`].
+//! 5. When [`Connection::should_close_transport`] is true, flush what is queued and close the
+//!    transport (a server half-closes first and drains the rest of its input for a short while).
+//!
+//! Protocol errors never panic: the first one fails the connection, queues a close frame with
+//! the code it maps to, and is returned once (and kept in [`Connection::error`]); input after it
+//! is discarded.
+
+use crate::close::{
+    encode_close_payload, parse_close_payload, CloseCode, CloseFrame, MAX_REASON_BYTES,
+};
+use crate::config::Config;
+use crate::error::{ProtocolError, SendError};
+use crate::frame::{parse_header, FrameHeader, OpCode};
+use crate::mask::apply_mask;
+use crate::message::{Message, Utf8Bytes};
+use crate::transmit::TransmitQueue;
+use crate::utf8::Utf8Validator;
+use crate::Role;
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// Something the peer did, for the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A complete text or binary message.
+    Message(Message),
+    /// A ping; it has already been answered when `Config::auto_pong` is on.
+    Ping(Bytes),
+    /// A pong (an answer to our ping, or unsolicited).
+    Pong(Bytes),
+    /// The peer's close frame (`None`: it carried no status code). If we had not sent one, our
+    /// answering close frame is already queued.
+    Close(Option<CloseFrame>),
+}
+
+/// Where the closing handshake stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Data flows both ways.
+    Open,
+    /// We sent a close frame (or failed the connection) and wait for the peer's.
+    Closing,
+    /// The closing handshake is over (or the connection failed or the transport ended).
+    Closed,
+}
+
+/// The type of a data message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// Text: the payload must be valid UTF-8.
+    Text,
+    /// Binary: any bytes.
+    Binary,
+}
+
+/// Frame being received: its header, and how much of its payload (at the start of the input
+/// buffer) was already unmasked and validated.
+#[derive(Debug, Clone, Copy)]
+struct InFrame {
+    header: FrameHeader,
+    len: usize,
+    checked: usize,
+}
+
+/// Fragmented message being assembled.
+#[derive(Debug)]
+struct InMessage {
+    kind: MessageKind,
+    data: BytesMut,
+}
+
+/// A WebSocket connection for one role, without I/O.
+///
+/// ```
+/// use duplex_proto::{Connection, Config, Event, Role, Message};
+/// use std::time::Instant;
+/// let now = Instant::now();
+/// let mut server = Connection::new(Role::Server, Config::default(), now);
+/// // A masked text frame "Hello" (RFC 6455 §5.7).
+/// server.receive_data(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58], now).unwrap();
+/// assert_eq!(server.poll_event(), Some(Event::Message(Message::Text("Hello".into()))));
+/// server.send_text("Hi").unwrap();
+/// assert_eq!(&server.poll_transmit().unwrap()[..], &[0x81, 0x02, b'H', b'i']);
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: Config,
+    state: State,
+    input: BytesMut,
+    frame: Option<InFrame>,
+    message: Option<InMessage>,
+    utf8: Utf8Validator,
+    events: VecDeque<Event>,
+    out: TransmitQueue,
+    error: Option<ProtocolError>,
+    /// Input after a failure or after the peer's close is discarded.
+    discard_input: bool,
+    eof_received: bool,
+    close_timed_out: bool,
+    close_received: Option<Option<CloseFrame>>,
+    close_deadline: Option<Instant>,
+    next_ping: Option<Instant>,
+    pong_deadline: Option<Instant>,
+    /// Type of the fragmented message we are sending, if any.
+    sending: Option<MessageKind>,
+    send_utf8: Utf8Validator,
+    /// RSV bits a negotiated extension lets the first frame of a data message carry.
+    data_rsv_allowed: u8,
+}
+
+/// Input buffers that grew past this while holding a large frame are released once empty, so an
+/// idle connection does not keep the memory of its largest message.
+const KEEP_INPUT_CAPACITY: usize = 64 * 1024;
+
+impl Connection {
+    /// A connection that just completed its opening handshake. Bytes the peer sent after its
+    /// handshake must be fed with [`receive_data`](Self::receive_data).
+    pub fn new(role: Role, config: Config, now: Instant) -> Self {
+        let next_ping = config.ping_interval.map(|i| now + i);
+        Connection {
+            role,
+            config,
+            state: State::Open,
+            input: BytesMut::new(),
+            frame: None,
+            message: None,
+            utf8: Utf8Validator::default(),
+            events: VecDeque::new(),
+            out: TransmitQueue::default(),
+            error: None,
+            discard_input: false,
+            eof_received: false,
+            close_timed_out: false,
+            close_received: None,
+            close_deadline: None,
+            next_ping,
+            pong_deadline: None,
+            sending: None,
+            send_utf8: Utf8Validator::default(),
+            data_rsv_allowed: 0,
+        }
+    }
+
+    // ---- getters -------------------------------------------------------------------------
+
+    /// This end's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Where the closing handshake stands.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The error that failed the connection, if any.
+    pub fn error(&self) -> Option<&ProtocolError> {
+        self.error.as_ref()
+    }
+
+    /// The peer's close frame once received (`Some(None)`: it carried no status code).
+    pub fn close_received(&self) -> Option<&Option<CloseFrame>> {
+        self.close_received.as_ref()
+    }
+
+    /// Whether the transport should now be closed, once the transmit queue is flushed.
+    ///
+    /// A server closes TCP as soon as the closing handshake ends or the connection fails
+    /// (RFC 6455 §7.1.1); a client waits for the server to do so, up to `close_timeout`.
+    pub fn should_close_transport(&self) -> bool {
+        if self.eof_received || self.close_timed_out {
+            return true;
+        }
+        match self.role {
+            Role::Server => self.state == State::Closed || self.discard_input,
+            Role::Client => false,
+        }
+    }
+
+    // ---- input ---------------------------------------------------------------------------
+
+    /// Feeds bytes read from the transport and processes every complete frame in them.
+    ///
+    /// Returns the protocol error that failed the connection during this call, if any (once);
+    /// events that came before it are still delivered by [`poll_event`](Self::poll_event).
+    pub fn receive_data(&mut self, data: &[u8], now: Instant) -> Result<(), ProtocolError> {
+        if self.discard_input {
+            return Ok(());
+        }
+        self.input.extend_from_slice(data);
+        self.handle_input(now)
+    }
+
+    /// The buffer [`receive_data`](Self::receive_data) appends to, for runtimes that read into
+    /// it directly (saving a copy); call [`handle_input`](Self::handle_input) afterwards.
+    pub fn input_buffer(&mut self) -> &mut BytesMut {
+        &mut self.input
+    }
+
+    /// Processes what was appended to [`input_buffer`](Self::input_buffer).
+    pub fn handle_input(&mut self, now: Instant) -> Result<(), ProtocolError> {
+        if !self.input.is_empty() {
+            self.saw_traffic(now);
+        }
+        let result = self.process_input(now);
+        if self.discard_input {
+            self.input.clear();
+        }
+        if self.input.is_empty() && self.input.capacity() > KEEP_INPUT_CAPACITY {
+            self.input = BytesMut::new();
+        }
+        result
+    }
+
+    /// The transport reached end of stream. Before the closing handshake this is an abnormal
+    /// closure (1006), returned as [`ProtocolError::UnexpectedEof`].
+    pub fn receive_eof(&mut self) -> Result<(), ProtocolError> {
+        self.eof_received = true;
+        self.discard_input = true;
+        self.input.clear();
+        let clean = self.close_received.is_some() || self.error.is_some();
+        self.state = State::Closed;
+        if clean {
+            Ok(())
+        } else {
+            self.error = Some(ProtocolError::UnexpectedEof);
+            Err(ProtocolError::UnexpectedEof)
+        }
+    }
+
+    /// The next event, in the order things arrived.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ---- output --------------------------------------------------------------------------
+
+    /// The next chunk of bytes to write, if any.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.out.pop_chunk()
+    }
+
+    /// Everything waiting to be written, as a [`Buf`] for vectored writes.
+    pub fn transmit_queue(&mut self) -> &mut TransmitQueue {
+        &mut self.out
+    }
+
+    /// Bytes waiting to be written (for backpressure).
+    pub fn pending_transmit(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Queues a text message.
+    pub fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
+        self.send(Message::Text(text.into()))
+    }
+
+    /// Queues a binary message.
+    pub fn send_binary(&mut self, data: impl Into<Bytes>) -> Result<(), SendError> {
+        self.send(Message::Binary(data.into()))
+    }
+
+    /// Queues a message as one frame.
+    pub fn send(&mut self, message: Message) -> Result<(), SendError> {
+        self.check_can_send_data()?;
+        if self.sending.is_some() {
+            return Err(SendError::FragmentedMessageInProgress);
+        }
+        let (opcode, payload) = match message {
+            Message::Text(t) => (OpCode::Text, t.into_bytes()),
+            Message::Binary(b) => (OpCode::Binary, b),
+        };
+        self.push_frame(opcode, true, payload);
+        Ok(())
+    }
+
+    /// Queues one fragment of a message sent in pieces (RFC 6455 §5.4): the first call opens a
+    /// message of `kind`, `fin` ends it. Control frames may be sent in between. Text fragments
+    /// are checked to form valid UTF-8 together.
+    pub fn send_fragment(
+        &mut self,
+        kind: MessageKind,
+        payload: impl Into<Bytes>,
+        fin: bool,
+    ) -> Result<(), SendError> {
+        self.check_can_send_data()?;
+        let payload = payload.into();
+        let opcode = match self.sending {
+            None => match kind {
+                MessageKind::Text => OpCode::Text,
+                MessageKind::Binary => OpCode::Binary,
+            },
+            Some(k) if k == kind => OpCode::Continuation,
+            Some(_) => return Err(SendError::FragmentTypeMismatch),
+        };
+        if kind == MessageKind::Text {
+            if self.sending.is_none() {
+                self.send_utf8.reset();
+            }
+            self.send_utf8
+                .feed(&payload)
+                .map_err(|_| SendError::InvalidUtf8)?;
+            if fin {
+                self.send_utf8
+                    .finish()
+                    .map_err(|_| SendError::InvalidUtf8)?;
+            }
+        }
+        self.push_frame(opcode, fin, payload);
+        self.sending = if fin { None } else { Some(kind) };
+        Ok(())
+    }
+
+    /// Queues a ping (payload at most 125 bytes).
+    pub fn send_ping(&mut self, payload: impl Into<Bytes>) -> Result<(), SendError> {
+        self.send_control(OpCode::Ping, payload.into())
+    }
+
+    /// Queues a pong (payload at most 125 bytes); unsolicited pongs are allowed (§5.5.3).
+    pub fn send_pong(&mut self, payload: impl Into<Bytes>) -> Result<(), SendError> {
+        self.send_control(OpCode::Pong, payload.into())
+    }
+
+    /// Starts the closing handshake: queues a close frame and waits up to `close_timeout` for
+    /// the peer's. No data can be sent afterwards.
+    pub fn close(&mut self, code: CloseCode, reason: &str, now: Instant) -> Result<(), SendError> {
+        if self.state != State::Open {
+            return Err(SendError::Closing);
+        }
+        if !code.is_valid_on_wire() {
+            return Err(SendError::InvalidCloseCode(code.0));
+        }
+        if reason.len() > MAX_REASON_BYTES {
+            return Err(SendError::CloseReasonTooLong(reason.len()));
+        }
+        self.push_close(Some(&CloseFrame {
+            code,
+            reason: reason.into(),
+        }));
+        self.state = State::Closing;
+        self.close_deadline = Some(now + self.config.close_timeout);
+        Ok(())
+    }
+
+    // ---- timers --------------------------------------------------------------------------
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut earliest: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                earliest = Some(earliest.map_or(t, |e| e.min(t)));
+            }
+        };
+        if self.state == State::Open {
+            consider(self.next_ping);
+            consider(self.pong_deadline);
+        }
+        if !self.close_timed_out && !self.eof_received {
+            consider(self.close_deadline);
+        }
+        earliest
+    }
+
+    /// Runs the timers due at `now`: heartbeat pings, pong and close timeouts.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ProtocolError> {
+        if let Some(deadline) = self.close_deadline {
+            if now >= deadline && !self.close_timed_out && !self.eof_received {
+                self.close_timed_out = true;
+                self.discard_input = true;
+                if self.state != State::Closed {
+                    self.state = State::Closed;
+                    if self.error.is_none() {
+                        let err = ProtocolError::CloseTimeout(self.config.close_timeout);
+                        self.error = Some(err.clone());
+                        return Err(err);
+                    }
+                }
+                return Ok(());
+            }
+        }
+        if self.state != State::Open {
+            return Ok(());
+        }
+        if let Some(deadline) = self.pong_deadline {
+            if now >= deadline {
+                return Err(self.fail(ProtocolError::PongTimeout(self.config.pong_timeout), now));
+            }
+        }
+        if let Some(at) = self.next_ping {
+            if now >= at {
+                self.push_frame(OpCode::Ping, true, Bytes::new());
+                self.next_ping = None;
+                self.pong_deadline = Some(now + self.config.pong_timeout);
+            }
+        }
+        Ok(())
+    }
+
+    // ---- extensions ----------------------------------------------------------------------
+
+    /// Lets the first frame of a data message carry these RSV bits (set by a negotiated
+    /// extension, e.g. RSV1 for permessage-deflate).
+    pub fn allow_data_rsv(&mut self, rsv: u8) {
+        self.data_rsv_allowed = rsv & 0x07;
+    }
+
+    // ---- internals -----------------------------------------------------------------------
+
+    fn saw_traffic(&mut self, now: Instant) {
+        // Anything from the peer proves it is alive.
+        self.pong_deadline = None;
+        if let Some(interval) = self.config.ping_interval {
+            self.next_ping = Some(now + interval);
+        }
+    }
+
+    fn process_input(&mut self, now: Instant) -> Result<(), ProtocolError> {
+        while !self.discard_input {
+            let frame = match self.frame {
+                Some(frame) => frame,
+                None => match parse_header(&self.input) {
+                    Ok(None) => return Ok(()),
+                    Ok(Some((header, header_len))) => {
+                        let len = match self.check_header(&header) {
+                            Ok(len) => len,
+                            Err(e) => return Err(self.fail(e, now)),
+                        };
+                        self.input.advance(header_len);
+                        let frame = InFrame {
+                            header,
+                            len,
+                            checked: 0,
+                        };
+                        self.frame = Some(frame);
+                        frame
+                    }
+                    Err(e) => return Err(self.fail(e.into(), now)),
+                },
+            };
+            let complete = if frame.header.opcode.is_control() {
+                self.advance_control_frame(frame, now)
+            } else {
+                self.advance_data_frame(frame)
+            };
+            match complete {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => return Err(self.fail(e, now)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a header against the state; returns the payload length as a `usize`.
+    fn check_header(&self, h: &FrameHeader) -> Result<usize, ProtocolError> {
+        let allowed_rsv = match h.opcode {
+            OpCode::Text | OpCode::Binary => self.data_rsv_allowed,
+            _ => 0,
+        };
+        if h.rsv & !allowed_rsv != 0 {
+            return Err(ProtocolError::ReservedBits(h.rsv));
+        }
+        match (self.role, h.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        if h.opcode.is_control() {
+            if !h.fin {
+                return Err(ProtocolError::FragmentedControlFrame);
+            }
+            if h.payload_len > 125 {
+                return Err(ProtocolError::ControlFrameTooLong(h.payload_len));
+            }
+            return Ok(h.payload_len as usize);
+        }
+        match (h.opcode, &self.message) {
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Text | OpCode::Binary, Some(_)) => {
+                return Err(ProtocolError::ExpectedContinuation)
+            }
+            _ => {}
+        }
+        let too_big = ProtocolError::FrameTooLarge {
+            size: h.payload_len,
+            max: self.config.max_frame_size,
+        };
+        let len = usize::try_from(h.payload_len).map_err(|_| too_big.clone())?;
+        if len > self.config.max_frame_size {
+            return Err(too_big);
+        }
+        let so_far = self.message.as_ref().map_or(0, |m| m.data.len());
+        if so_far.saturating_add(len) > self.config.max_message_size {
+            return Err(ProtocolError::MessageTooLarge {
+                max: self.config.max_message_size,
+            });
+        }
+        Ok(len)
+    }
+
+    /// Unmasks and validates what arrived of a data frame; on completion hands the payload on.
+    /// Returns whether the frame is complete.
+    fn advance_data_frame(&mut self, mut frame: InFrame) -> Result<bool, ProtocolError> {
+        let kind = match (frame.header.opcode, &self.message) {
+            (OpCode::Text, _) => MessageKind::Text,
+            (OpCode::Binary, _) => MessageKind::Binary,
+            (_, Some(m)) => m.kind,
+            // check_header rejects a continuation without a message.
+            (_, None) => return Err(ProtocolError::UnexpectedContinuation),
+        };
+        let available = self.input.len().min(frame.len);
+        if available > frame.checked {
+            let fresh = &mut self.input[frame.checked..available];
+            if let Some(key) = frame.header.mask {
+                apply_mask(fresh, key, frame.checked);
+            }
+            if kind == MessageKind::Text {
+                self.utf8
+                    .feed(fresh)
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            frame.checked = available;
+            self.frame = Some(frame);
+        }
+        if available < frame.len {
+            return Ok(false);
+        }
+        let payload = self.input.split_to(frame.len);
+        self.frame = None;
+        if !frame.header.fin {
+            match &mut self.message {
+                Some(m) => m.data.extend_from_slice(&payload),
+                None => {
+                    self.message = Some(InMessage {
+                        kind,
+                        data: payload,
+                    })
+                }
+            }
+            return Ok(true);
+        }
+        let data = match self.message.take() {
+            None => payload.freeze(),
+            Some(mut m) => {
+                m.data.extend_from_slice(&payload);
+                m.data.freeze()
+            }
+        };
+        let message = match kind {
+            MessageKind::Text => {
+                self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                Message::Text(Utf8Bytes::from_validated(data))
+            }
+            MessageKind::Binary => Message::Binary(data),
+        };
+        self.events.push_back(Event::Message(message));
+        Ok(true)
+    }
+
+    /// Handles a control frame once its whole payload (≤ 125 bytes) is buffered.
+    fn advance_control_frame(
+        &mut self,
+        frame: InFrame,
+        now: Instant,
+    ) -> Result<bool, ProtocolError> {
+        if self.input.len() < frame.len {
+            return Ok(false);
+        }
+        let mut payload = self.input.split_to(frame.len);
+        self.frame = None;
+        if let Some(key) = frame.header.mask {
+            apply_mask(&mut payload, key, 0);
+        }
+        let payload = payload.freeze();
+        match frame.header.opcode {
+            OpCode::Ping => {
+                if self.config.auto_pong && self.state == State::Open {
+                    self.push_frame(OpCode::Pong, true, payload.clone());
+                }
+                self.events.push_back(Event::Ping(payload));
+            }
+            OpCode::Pong => self.events.push_back(Event::Pong(payload)),
+            _ => {
+                let close = parse_close_payload(payload).map_err(ProtocolError::InvalidClose)?;
+                self.on_close_received(close, now);
+            }
+        }
+        Ok(true)
+    }
+
+    fn on_close_received(&mut self, close: Option<CloseFrame>, now: Instant) {
+        if self.state == State::Open {
+            // Echo the status code (§5.5.1); an empty close is answered with an empty one.
+            let echo = close.as_ref().map(|f| CloseFrame {
+                code: f.code,
+                reason: Utf8Bytes::default(),
+            });
+            self.push_close(echo.as_ref());
+        }
+        self.state = State::Closed;
+        self.discard_input = true;
+        self.message = None;
+        // A client now waits for the server to close TCP, but not forever.
+        self.close_deadline = Some(now + self.config.close_timeout);
+        self.close_received = Some(close.clone());
+        self.events.push_back(Event::Close(close));
+    }
+
+    /// Fails the connection (§7.1.7): queues a close frame with the error's code (unless one was
+    /// already sent), discards further input, and returns the error for the caller to report.
+    fn fail(&mut self, error: ProtocolError, now: Instant) -> ProtocolError {
+        if self.state == State::Open {
+            let code = error.close_code();
+            if code.is_valid_on_wire() {
+                let message = error.to_string();
+                let reason = truncate_to_char_boundary(&message, MAX_REASON_BYTES);
+                self.push_close(Some(&CloseFrame {
+                    code,
+                    reason: reason.into(),
+                }));
+            }
+            self.state = State::Closing;
+        }
+        if self.error.is_none() {
+            self.error = Some(error.clone());
+        }
+        self.discard_input = true;
+        self.frame = None;
+        self.message = None;
+        if self.close_deadline.is_none() {
+            self.close_deadline = Some(now + self.config.close_timeout);
+        }
+        error
+    }
+
+    fn check_can_send_data(&self) -> Result<(), SendError> {
+        if self.state == State::Open {
+            Ok(())
+        } else {
+            Err(SendError::Closing)
+        }
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), SendError> {
+        if self.state != State::Open {
+            return Err(SendError::Closing);
+        }
+        if payload.len() > 125 {
+            return Err(SendError::ControlPayloadTooLong(payload.len()));
+        }
+        self.push_frame(opcode, true, payload);
+        Ok(())
+    }
+
+    fn push_close(&mut self, frame: Option<&CloseFrame>) {
+        self.push_frame(OpCode::Close, true, encode_close_payload(frame));
+    }
+
+    fn push_frame(&mut self, opcode: OpCode, fin: bool, payload: Bytes) {
+        let mask = match self.role {
+            Role::Client => Some(rand::random::<[u8; 4]>()),
+            Role::Server => None,
+        };
+        let header = FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask,
+            payload_len: payload.len() as u64,
+        };
+        self.out.push_frame(header, payload);
+    }
+}
+
+fn truncate_to_char_boundary(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

@@ -1,0 +1,188 @@
+//! The outbound queue: encoded frames waiting to be written.
+//!
+//! Small frames are copied into one contiguous buffer so that many of them leave in one write;
+//! large payloads are queued by reference (`Bytes`), so a broadcast shares one allocation
+//! across connections and nothing large is copied on a server.
+
+use crate::frame::{encode_header, FrameHeader};
+use crate::mask::apply_mask;
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+/// Payloads up to this size are copied next to their header; larger ones are queued by reference.
+const INLINE_PAYLOAD_MAX: usize = 4096;
+
+/// Bytes waiting to be written to the transport, in order. Implements [`Buf`], so a runtime can
+/// write it with vectored I/O (`chunks_vectored`) and `advance` by what was written.
+#[derive(Debug, Default)]
+pub struct TransmitQueue {
+    /// Frozen chunks, all before `tail`.
+    chunks: VecDeque<Bytes>,
+    /// Where headers and small payloads are appended.
+    tail: BytesMut,
+    len: usize,
+}
+
+impl TransmitQueue {
+    /// Bytes waiting.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queues one frame. `header.mask` set means the payload is masked on the way in (client).
+    pub(crate) fn push_frame(&mut self, header: FrameHeader, payload: Bytes) {
+        let before = self.tail.len();
+        encode_header(&header, &mut self.tail);
+        self.len += self.tail.len() - before + payload.len();
+        match header.mask {
+            Some(key) => {
+                let start = self.tail.len();
+                self.tail.extend_from_slice(&payload);
+                apply_mask(&mut self.tail[start..], key, 0);
+            }
+            None if payload.len() <= INLINE_PAYLOAD_MAX => self.tail.extend_from_slice(&payload),
+            None => {
+                self.chunks.push_back(self.tail.split().freeze());
+                self.chunks.push_back(payload);
+            }
+        }
+    }
+
+    /// Takes the next contiguous chunk to write, if any.
+    pub fn pop_chunk(&mut self) -> Option<Bytes> {
+        let chunk = match self.chunks.pop_front() {
+            Some(c) => c,
+            None if !self.tail.is_empty() => self.tail.split().freeze(),
+            None => return None,
+        };
+        self.len -= chunk.len();
+        Some(chunk)
+    }
+}
+
+impl Buf for TransmitQueue {
+    fn remaining(&self) -> usize {
+        self.len
+    }
+
+    fn chunk(&self) -> &[u8] {
+        match self.chunks.front() {
+            Some(c) => c,
+            None => &self.tail,
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for chunk in self
+            .chunks
+            .iter()
+            .map(|c| &c[..])
+            .chain(std::iter::once(&self.tail[..]))
+        {
+            if n == dst.len() {
+                break;
+            }
+            if !chunk.is_empty() {
+                dst[n] = IoSlice::new(chunk);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        assert!(
+            cnt <= self.len,
+            "advance past the end of the transmit queue"
+        );
+        self.len -= cnt;
+        while cnt > 0 {
+            match self.chunks.front_mut() {
+                Some(front) if front.len() <= cnt => {
+                    cnt -= front.len();
+                    self.chunks.pop_front();
+                }
+                Some(front) => {
+                    front.advance(cnt);
+                    cnt = 0;
+                }
+                None => {
+                    self.tail.advance(cnt);
+                    cnt = 0;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::OpCode;
+
+    fn header(len: usize, mask: Option<[u8; 4]>) -> FrameHeader {
+        FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode: OpCode::Binary,
+            mask,
+            payload_len: len as u64,
+        }
+    }
+
+    #[test]
+    fn large_payload_is_queued_by_reference() {
+        let mut q = TransmitQueue::default();
+        let payload = Bytes::from(vec![7u8; 10_000]);
+        let ptr = payload.as_ptr();
+        q.push_frame(header(10_000, None), payload);
+        assert_eq!(q.len(), 4 + 10_000);
+        let head = q.pop_chunk().unwrap();
+        assert_eq!(head.len(), 4);
+        let body = q.pop_chunk().unwrap();
+        assert_eq!(body.as_ptr(), ptr);
+        assert!(q.pop_chunk().is_none());
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn small_frames_coalesce_and_advance_across_chunks() {
+        let mut q = TransmitQueue::default();
+        q.push_frame(header(3, None), Bytes::from_static(b"abc"));
+        q.push_frame(header(5000, None), Bytes::from(vec![1u8; 5000]));
+        q.push_frame(header(2, None), Bytes::from_static(b"de"));
+        let total = q.len();
+        assert_eq!(total, 5 + 4 + 5000 + 4);
+        let mut all = Vec::new();
+        while q.has_remaining() {
+            let take = q.chunk().len().min(7);
+            all.extend_from_slice(&q.chunk()[..take]);
+            q.advance(take);
+        }
+        assert_eq!(all.len(), total);
+        assert_eq!(&all[..5], &[0x82, 3, b'a', b'b', b'c']);
+        assert_eq!(&all[all.len() - 2..], b"de");
+    }
+
+    #[test]
+    fn masked_payload_is_masked_in_the_queue() {
+        let mut q = TransmitQueue::default();
+        q.push_frame(
+            header(5, Some([0x37, 0xfa, 0x21, 0x3d])),
+            Bytes::from_static(b"Hello"),
+        );
+        let bytes = q.pop_chunk().unwrap();
+        // RFC 6455 §5.7 example.
+        assert_eq!(
+            &bytes[..],
+            &[0x82, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+        );
+    }
+}

@@ -1,0 +1,34 @@
+//! The async layer's error type.
+
+use duplex_proto::{ProtocolError, SendError};
+
+/// Anything that can go wrong on a WebSocket connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The transport failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer broke the protocol (or a limit/timeout hit); the connection was failed with
+    /// the close code the error maps to.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The application asked for something the protocol does not allow now.
+    #[error("cannot send: {0}")]
+    Send(#[from] SendError),
+    /// The opening handshake failed.
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    /// The opening handshake did not finish in time.
+    #[error("handshake timed out after {0:?}")]
+    HandshakeTimeout(std::time::Duration),
+    /// The URL is not a usable `ws://` or `wss://` URL.
+    #[error("invalid URL: {0}")]
+    Url(String),
+    /// The connection is closed; nothing more can be sent or received.
+    #[error("connection closed")]
+    Closed,
+}
+
+/// Result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
