@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod server;
 pub mod websocket;
 
 pub use duplex_proto as proto;

@@ -1,0 +1,92 @@
+//! Accepting WebSocket connections: the server side of the opening handshake over any stream.
+
+use crate::error::{Error, Result};
+use crate::websocket::WebSocket;
+use bytes::BytesMut;
+use duplex_proto::handshake::{
+    accept_response, parse_request, select_protocol, validate_request, Accept, HandshakeLimits,
+};
+use duplex_proto::{Config, Role};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Server settings: the protocol limits plus handshake policy.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Limits and timers of each connection.
+    pub protocol: Config,
+    /// Limits on the request head.
+    pub handshake_limits: HandshakeLimits,
+    /// Subprotocols we speak, most preferred first.
+    pub subprotocols: Vec<String>,
+    /// How long a client may take to send its request. Default 10 s.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            protocol: Config::default(),
+            handshake_limits: HandshakeLimits::default(),
+            subprotocols: Vec::new(),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs the server side of the opening handshake on `stream` and returns the connection.
+///
+/// A bad request is answered with the HTTP status its error maps to (400, 405, 426, 431)
+/// before the error is returned.
+pub async fn accept<S>(stream: S, config: &ServerConfig) -> Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::time::timeout(config.handshake_timeout, accept_inner(stream, config))
+        .await
+        .map_err(|_| Error::HandshakeTimeout(config.handshake_timeout))?
+}
+
+async fn accept_inner<S>(mut stream: S, config: &ServerConfig) -> Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(1024);
+    let (request, consumed) = loop {
+        match parse_request(&buf, &config.handshake_limits) {
+            Ok(Some(parsed)) => break parsed,
+            Ok(None) => {}
+            Err(e) => {
+                let _ = stream.write_all(&e.to_response()).await;
+                let _ = stream.shutdown().await;
+                return Err(Error::Handshake(e.to_string()));
+            }
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(Error::Handshake(
+                "connection closed before the request head ended".into(),
+            ));
+        }
+    };
+    let offer = match validate_request(&request) {
+        Ok(offer) => offer,
+        Err(e) => {
+            let _ = stream.write_all(&e.to_response()).await;
+            let _ = stream.shutdown().await;
+            return Err(Error::Handshake(e.to_string()));
+        }
+    };
+    let supported: Vec<&str> = config.subprotocols.iter().map(String::as_str).collect();
+    let accept = Accept {
+        protocol: select_protocol(&offer.protocols, &supported).map(str::to_owned),
+        ..Accept::default()
+    };
+    let response = accept_response(&offer, &accept).map_err(|e| Error::Handshake(e.to_string()))?;
+    stream.write_all(&response).await?;
+    Ok(WebSocket::from_raw(
+        stream,
+        Role::Server,
+        config.protocol.clone(),
+        &buf[consumed..],
+    ))
+}
