@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod extension;
+pub mod handshake;
 
 /// Which end of the connection this protocol object plays.
 ///
