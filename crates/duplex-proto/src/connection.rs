@@ -74,6 +74,16 @@ struct InFrame {
     checked: usize,
 }
 
+/// What the input produced, in stream order. A failure or the peer's close takes effect only
+/// when the application has taken every event before it, so that it can still answer those
+/// (e.g. echo a message that arrived in the same read as a bad frame).
+#[derive(Debug)]
+enum Queued {
+    Event(Event),
+    Fail(ProtocolError, Instant),
+    PeerClose(Option<CloseFrame>, Instant),
+}
+
 /// Fragmented message being assembled.
 #[derive(Debug)]
 struct InMessage {
@@ -103,11 +113,13 @@ pub struct Connection {
     frame: Option<InFrame>,
     message: Option<InMessage>,
     utf8: Utf8Validator,
-    events: VecDeque<Event>,
+    queue: VecDeque<Queued>,
     out: TransmitQueue,
     error: Option<ProtocolError>,
     /// Input after a failure or after the peer's close is discarded.
     discard_input: bool,
+    /// A failure took effect: our close frame (if any) is queued.
+    failed: bool,
     eof_received: bool,
     close_timed_out: bool,
     close_received: Option<Option<CloseFrame>>,
@@ -138,10 +150,11 @@ impl Connection {
             frame: None,
             message: None,
             utf8: Utf8Validator::default(),
-            events: VecDeque::new(),
+            queue: VecDeque::new(),
             out: TransmitQueue::default(),
             error: None,
             discard_input: false,
+            failed: false,
             eof_received: false,
             close_timed_out: false,
             close_received: None,
@@ -190,7 +203,7 @@ impl Connection {
             return true;
         }
         match self.role {
-            Role::Server => self.state == State::Closed || self.discard_input,
+            Role::Server => self.state == State::Closed || self.failed,
             Role::Client => false,
         }
     }
@@ -247,8 +260,24 @@ impl Connection {
     }
 
     /// The next event, in the order things arrived.
+    ///
+    /// A protocol failure or the peer's close frame takes effect here, once every event that
+    /// arrived before it has been taken: until then the application may still send.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        loop {
+            match self.queue.pop_front()? {
+                Queued::Event(event) => return Some(event),
+                Queued::Fail(error, now) => self.apply_failure(error, now),
+                Queued::PeerClose(close, now) => {
+                    self.apply_peer_close(close.clone(), now);
+                    return Some(Event::Close(close));
+                }
+            }
+        }
+    }
+
+    fn push_event(&mut self, event: Event) {
+        self.queue.push_back(Queued::Event(event));
     }
 
     // ---- output --------------------------------------------------------------------------
@@ -572,7 +601,7 @@ impl Connection {
             }
             MessageKind::Binary => Message::Binary(data),
         };
-        self.events.push_back(Event::Message(message));
+        self.push_event(Event::Message(message));
         Ok(true)
     }
 
@@ -596,9 +625,9 @@ impl Connection {
                 if self.config.auto_pong && self.state == State::Open {
                     self.push_frame(OpCode::Pong, true, payload.clone());
                 }
-                self.events.push_back(Event::Ping(payload));
+                self.push_event(Event::Ping(payload));
             }
-            OpCode::Pong => self.events.push_back(Event::Pong(payload)),
+            OpCode::Pong => self.push_event(Event::Pong(payload)),
             _ => {
                 let close = parse_close_payload(payload).map_err(ProtocolError::InvalidClose)?;
                 self.on_close_received(close, now);
@@ -607,8 +636,22 @@ impl Connection {
         Ok(true)
     }
 
+    /// Stops reading at the peer's close frame; the answer goes out when the application
+    /// reaches the close event (immediately if nothing is waiting before it).
     fn on_close_received(&mut self, close: Option<CloseFrame>, now: Instant) {
-        if self.state == State::Open {
+        self.discard_input = true;
+        self.message = None;
+        self.close_received = Some(close.clone());
+        if self.queue.is_empty() {
+            self.apply_peer_close(close.clone(), now);
+            self.push_event(Event::Close(close));
+        } else {
+            self.queue.push_back(Queued::PeerClose(close, now));
+        }
+    }
+
+    fn apply_peer_close(&mut self, close: Option<CloseFrame>, now: Instant) {
+        if self.state == State::Open && !self.failed {
             // Echo the status code (§5.5.1); an empty close is answered with an empty one.
             let echo = close.as_ref().map(|f| CloseFrame {
                 code: f.code,
@@ -617,17 +660,33 @@ impl Connection {
             self.push_close(echo.as_ref());
         }
         self.state = State::Closed;
-        self.discard_input = true;
-        self.message = None;
         // A client now waits for the server to close TCP, but not forever.
         self.close_deadline = Some(now + self.config.close_timeout);
-        self.close_received = Some(close.clone());
-        self.events.push_back(Event::Close(close));
     }
 
-    /// Fails the connection (§7.1.7): queues a close frame with the error's code (unless one was
-    /// already sent), discards further input, and returns the error for the caller to report.
+    /// Fails the connection (§7.1.7): stops reading at once and records the error; the close
+    /// frame is queued when the application has taken the events before the failure (at once if
+    /// there are none). Returns the error for the caller to report.
     fn fail(&mut self, error: ProtocolError, now: Instant) -> ProtocolError {
+        self.discard_input = true;
+        self.frame = None;
+        self.message = None;
+        if self.error.is_none() {
+            self.error = Some(error.clone());
+        }
+        if self.queue.is_empty() {
+            self.apply_failure(error.clone(), now);
+        } else {
+            self.queue.push_back(Queued::Fail(error.clone(), now));
+        }
+        error
+    }
+
+    fn apply_failure(&mut self, error: ProtocolError, now: Instant) {
+        if self.failed {
+            return;
+        }
+        self.failed = true;
         if self.state == State::Open {
             let code = error.close_code();
             if code.is_valid_on_wire() {
@@ -640,16 +699,9 @@ impl Connection {
             }
             self.state = State::Closing;
         }
-        if self.error.is_none() {
-            self.error = Some(error.clone());
-        }
-        self.discard_input = true;
-        self.frame = None;
-        self.message = None;
         if self.close_deadline.is_none() {
             self.close_deadline = Some(now + self.config.close_timeout);
         }
-        error
     }
 
     fn check_can_send_data(&self) -> Result<(), SendError> {

@@ -4,6 +4,7 @@
 //! wake-ups; every protocol decision is made in the core.
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod error;
 pub mod server;
 pub mod websocket;

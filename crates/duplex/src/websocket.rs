@@ -51,7 +51,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// The next message. `None` once the connection closed cleanly; `Some(Err(_))` once if it
-    /// failed. Answers pings and completes the closing handshake as a side effect.
+    /// failed, after the close frame was sent and the transport closed (bounded by
+    /// `close_timeout`). Answers pings and completes the closing handshake as a side effect.
     ///
     /// Cancel-safety: cancel-safe. A message is only taken from the protocol state when it is
     /// returned; partial reads stay buffered in the connection.
@@ -62,24 +63,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     return Some(Ok(message));
                 }
             }
-            if let Some(error) = self.pending_error.take() {
-                // Send the close frame the failure queued before reporting it.
-                let _ = self.flush().await;
-                return Some(Err(error));
-            }
             if self.finished {
-                return None;
+                return self.pending_error.take().map(Err);
             }
             if let Err(e) = self.flush().await {
                 self.finished = true;
                 return Some(Err(e));
             }
             if self.conn.should_close_transport() {
+                // A failure is reported only after the closing procedure, so that closing the
+                // socket with unread input cannot reset the connection under our close frame.
                 self.shutdown().await;
-                return None;
+                return self.pending_error.take().map(Err);
             }
             if let Err(e) = self.read_once().await {
-                self.pending_error = Some(e);
+                if self.finished {
+                    return Some(Err(e));
+                }
+                self.pending_error.get_or_insert(e);
             }
         }
     }

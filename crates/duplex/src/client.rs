@@ -1,0 +1,143 @@
+//! Connecting to WebSocket servers: the client side of the opening handshake.
+
+use crate::error::{Error, Result};
+use crate::websocket::WebSocket;
+use bytes::BytesMut;
+use duplex_proto::handshake::{
+    build_request, parse_response, validate_response, ClientRequest, HandshakeLimits, Negotiated,
+};
+use duplex_proto::{Config, Role};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Limits and timers of the connection.
+    pub protocol: Config,
+    /// Limits on the response head.
+    pub handshake_limits: HandshakeLimits,
+    /// Subprotocols to offer, most preferred first.
+    pub subprotocols: Vec<String>,
+    /// Extra request headers.
+    pub headers: Vec<(String, String)>,
+    /// Time allowed for TCP connect plus the opening handshake. Default 10 s.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            protocol: Config::default(),
+            handshake_limits: HandshakeLimits::default(),
+            subprotocols: Vec::new(),
+            headers: Vec::new(),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The parts of a `ws://` URL the client needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Host name or address, without brackets.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// `Host` header value (with `:port` when not the default).
+    pub host_header: String,
+    /// Path and query.
+    pub path_and_query: String,
+}
+
+impl Target {
+    /// Parses a `ws://` URL (`wss://` needs TLS, which the TLS-enabled API handles).
+    pub fn parse(url: &str) -> Result<Target> {
+        let url = url::Url::parse(url).map_err(|e| Error::Url(format!("{url}: {e}")))?;
+        let default_port = match url.scheme() {
+            "ws" => 80,
+            "wss" => 443,
+            other => return Err(Error::Url(format!("scheme {other:?} is not ws or wss"))),
+        };
+        let host = match url.host() {
+            Some(url::Host::Ipv6(addr)) => addr.to_string(),
+            Some(h) => h.to_string(),
+            None => return Err(Error::Url("URL has no host".into())),
+        };
+        let port = url.port().unwrap_or(default_port);
+        let bracketed = match url.host() {
+            Some(url::Host::Ipv6(_)) => format!("[{host}]"),
+            _ => host.clone(),
+        };
+        let host_header = if port == default_port {
+            bracketed
+        } else {
+            format!("{bracketed}:{port}")
+        };
+        let mut path_and_query = url.path().to_owned();
+        if let Some(q) = url.query() {
+            path_and_query.push('?');
+            path_and_query.push_str(q);
+        }
+        Ok(Target {
+            host,
+            port,
+            host_header,
+            path_and_query,
+        })
+    }
+}
+
+/// Connects to a `ws://` URL over TCP and runs the opening handshake.
+pub async fn connect(url: &str, config: &ClientConfig) -> Result<(WebSocket<TcpStream>, Negotiated)> {
+    let target = Target::parse(url)?;
+    if url.starts_with("wss:") {
+        return Err(Error::Url("wss:// needs the TLS connector".into()));
+    }
+    let timeout = config.handshake_timeout;
+    tokio::time::timeout(timeout, async {
+        let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        let _ = stream.set_nodelay(true);
+        handshake(stream, &target, config).await
+    })
+    .await
+    .map_err(|_| Error::HandshakeTimeout(timeout))?
+}
+
+/// Runs the client handshake over a stream the caller connected (TCP, TLS, a proxy tunnel).
+pub async fn handshake<S>(
+    mut stream: S,
+    target: &Target,
+    config: &ClientConfig,
+) -> Result<(WebSocket<S>, Negotiated)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let request = ClientRequest {
+        host: target.host_header.clone(),
+        path_and_query: target.path_and_query.clone(),
+        protocols: config.subprotocols.clone(),
+        headers: config.headers.clone(),
+        ..ClientRequest::default()
+    };
+    let (bytes, key) = build_request(&request).map_err(|e| Error::Handshake(e.to_string()))?;
+    stream.write_all(&bytes).await?;
+    let mut buf = BytesMut::with_capacity(1024);
+    let (response, consumed) = loop {
+        match parse_response(&buf, &config.handshake_limits) {
+            Ok(Some(parsed)) => break parsed,
+            Ok(None) => {}
+            Err(e) => return Err(Error::Handshake(e.to_string())),
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(Error::Handshake(
+                "server closed the connection before its response ended".into(),
+            ));
+        }
+    };
+    let negotiated = validate_response(&response, &key, &config.subprotocols, &[])
+        .map_err(|e| Error::Handshake(e.to_string()))?;
+    let ws = WebSocket::from_raw(stream, Role::Client, config.protocol.clone(), &buf[consumed..]);
+    Ok((ws, negotiated))
+}
