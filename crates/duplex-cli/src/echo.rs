@@ -21,7 +21,9 @@ pub struct EchoArgs {
 
 pub fn run(args: EchoArgs) -> anyhow::Result<()> {
     let runtime = if args.threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
         if args.threads > 1 {

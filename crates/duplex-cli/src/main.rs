@@ -5,7 +5,11 @@ mod echo;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "duplex", version, about = "WebSocket tools: echo server, hub, client, load generator")]
+#[command(
+    name = "duplex",
+    version,
+    about = "WebSocket tools: echo server, hub, client, load generator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -547,9 +547,17 @@ fn a_message_before_a_bad_frame_can_still_be_answered() {
     let (mut s, now) = server();
     let mut input = client_frame(true, 0, OpCode::Text, b"first");
     input.extend(client_frame(true, 2, OpCode::Text, b"bad"));
-    assert_eq!(s.receive_data(&input, now).unwrap_err(), ProtocolError::ReservedBits(2));
-    assert!(!s.should_close_transport(), "failure waits for the earlier event");
-    let Some(Event::Message(m)) = s.poll_event() else { panic!("message first") };
+    assert_eq!(
+        s.receive_data(&input, now).unwrap_err(),
+        ProtocolError::ReservedBits(2)
+    );
+    assert!(
+        !s.should_close_transport(),
+        "failure waits for the earlier event"
+    );
+    let Some(Event::Message(m)) = s.poll_event() else {
+        panic!("message first")
+    };
     s.send(m).unwrap();
     assert_eq!(s.poll_event(), None);
     let bytes = sent(&mut s);
@@ -564,7 +572,9 @@ fn a_message_before_the_peer_close_can_still_be_answered() {
     let mut input = client_frame(true, 0, OpCode::Binary, b"x");
     input.extend(client_frame(true, 0, OpCode::Close, &[0x03, 0xe8]));
     s.receive_data(&input, now).unwrap();
-    let Some(Event::Message(m)) = s.poll_event() else { panic!("message first") };
+    let Some(Event::Message(m)) = s.poll_event() else {
+        panic!("message first")
+    };
     s.send(m).unwrap();
     assert!(matches!(s.poll_event(), Some(Event::Close(Some(_)))));
     assert_eq!(sent(&mut s), vec![0x82, 1, b'x', 0x88, 2, 0x03, 0xe8]);

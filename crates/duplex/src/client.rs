@@ -90,7 +90,10 @@ impl Target {
 }
 
 /// Connects to a `ws://` URL over TCP and runs the opening handshake.
-pub async fn connect(url: &str, config: &ClientConfig) -> Result<(WebSocket<TcpStream>, Negotiated)> {
+pub async fn connect(
+    url: &str,
+    config: &ClientConfig,
+) -> Result<(WebSocket<TcpStream>, Negotiated)> {
     let target = Target::parse(url)?;
     if url.starts_with("wss:") {
         return Err(Error::Url("wss:// needs the TLS connector".into()));
@@ -138,6 +141,11 @@ where
     };
     let negotiated = validate_response(&response, &key, &config.subprotocols, &[])
         .map_err(|e| Error::Handshake(e.to_string()))?;
-    let ws = WebSocket::from_raw(stream, Role::Client, config.protocol.clone(), &buf[consumed..]);
+    let ws = WebSocket::from_raw(
+        stream,
+        Role::Client,
+        config.protocol.clone(),
+        &buf[consumed..],
+    );
     Ok((ws, negotiated))
 }

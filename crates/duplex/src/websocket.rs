@@ -68,7 +68,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             if let Err(e) = self.flush().await {
                 self.finished = true;
-                return Some(Err(e));
+                return self.transport_error(e);
             }
             if self.conn.should_close_transport() {
                 // A failure is reported only after the closing procedure, so that closing the
@@ -78,11 +78,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
             if let Err(e) = self.read_once().await {
                 if self.finished {
-                    return Some(Err(e));
+                    return self.transport_error(e);
                 }
                 self.pending_error.get_or_insert(e);
             }
         }
+    }
+
+    /// A transport error ends the connection. After the peer's close frame it is not worth
+    /// reporting (the peer said goodbye and did not wait for our answer, e.g. a reset).
+    fn transport_error(&mut self, error: Error) -> Option<Result<Message>> {
+        if self.conn.close_received().is_some() {
+            return self.pending_error.take().map(Err);
+        }
+        Some(Err(self.pending_error.take().unwrap_or(error)))
     }
 
     /// Sends a message and flushes it.

@@ -50,8 +50,15 @@ async fn echo_then_close_1002_when_a_bad_frame_follows_in_the_same_read() {
     input.extend(masked(9, 0, b""));
     s.write_all(&input).await.unwrap();
     let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await.unwrap().unwrap();
-    assert_eq!(&got[..7], &[0x81, 5, b'H', b'e', b'l', b'l', b'o'], "echo first: {got:?}");
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        &got[..7],
+        &[0x81, 5, b'H', b'e', b'l', b'l', b'o'],
+        "echo first: {got:?}"
+    );
     assert_eq!(&got[7..8], &[0x88]);
     assert_eq!(u16::from_be_bytes([got[9], got[10]]), 1002);
 }
