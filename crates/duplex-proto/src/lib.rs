@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod deflate;
 pub mod extension;
 
 /// Which end of the connection this protocol object plays.
