@@ -921,6 +921,12 @@ mod tests {
     }
 
     #[test]
+    fn codec_can_move_between_threads() {
+        fn assert_send<T: Send>() {}
+        assert_send::<DeflateCodec>();
+    }
+
+    #[test]
     fn should_compress_follows_the_threshold() {
         let (client, _) = default_pair();
         assert!(!client.should_compress(31));

@@ -87,8 +87,10 @@ pub struct DeflateConfig {
     ///
     /// An idle connection then holds no deflate state at all (both are created lazily, on
     /// first use, in any case), at the cost of one allocation and initialisation per
-    /// message. Default `false`: resetting costs ~5 µs per message at level 1, re-creating
-    /// costs more, and most deployments have more CPU than memory pressure.
+    /// message. Default `false`. Measured per ~100-byte message at level 1: resetting the
+    /// compressor costs ~3.6 µs and re-creating it ~6.6 µs (compressing itself, with context
+    /// takeover, ~0.15 µs); for the decompressor ~0.4 µs against ~0.9 µs. Choose it when
+    /// many connections sit idle and memory, not CPU, is the limit.
     pub low_memory: bool,
 }
 
