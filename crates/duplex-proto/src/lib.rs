@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod deflate;
 pub mod extension;
 pub mod handshake;
 
