@@ -14,6 +14,9 @@ pub struct EchoArgs {
     /// Largest message accepted, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_message_size: usize,
+    /// Accept permessage-deflate (RFC 7692) when the client offers it.
+    #[arg(long)]
+    deflate: bool,
     /// Worker threads (0: one per core; 1: a single-threaded runtime).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -41,6 +44,7 @@ async fn serve(args: EchoArgs) -> anyhow::Result<()> {
     let mut config = ServerConfig::default();
     config.protocol.max_message_size = args.max_message_size;
     config.protocol.max_frame_size = args.max_message_size;
+    config.deflate.enabled = args.deflate;
     let config = Arc::new(config);
     tracing::info!("echo server listening on ws://{}", listener.local_addr()?);
     loop {

@@ -19,8 +19,9 @@ use crate::close::{
     encode_close_payload, parse_close_payload, CloseCode, CloseFrame, MAX_REASON_BYTES,
 };
 use crate::config::Config;
+use crate::deflate::{DeflateCodec, DeflateError};
 use crate::error::{ProtocolError, SendError};
-use crate::frame::{parse_header, FrameHeader, OpCode};
+use crate::frame::{parse_header, FrameHeader, OpCode, RSV1};
 use crate::mask::apply_mask;
 use crate::message::{Message, Utf8Bytes};
 use crate::transmit::TransmitQueue;
@@ -65,13 +66,27 @@ pub enum MessageKind {
     Binary,
 }
 
-/// Frame being received: its header, and how much of its payload (at the start of the input
-/// buffer) was already unmasked and validated.
+/// Whether to compress a message sent on a connection with permessage-deflate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Compress when the message is at least the configured threshold (`min_compress_size`).
+    #[default]
+    Auto,
+    /// Compress whatever the size.
+    Always,
+    /// Send uncompressed (e.g. data that is already compressed, or secrets next to
+    /// attacker-chosen text).
+    Never,
+}
+
+/// Frame being received: its header, whether its message is compressed, and how much of its
+/// payload (at the start of the input buffer) was already unmasked and validated.
 #[derive(Debug, Clone, Copy)]
 struct InFrame {
     header: FrameHeader,
     len: usize,
     checked: usize,
+    compressed: bool,
 }
 
 /// What the input produced, in stream order. A failure or the peer's close takes effect only
@@ -88,6 +103,8 @@ enum Queued {
 #[derive(Debug)]
 struct InMessage {
     kind: MessageKind,
+    compressed: bool,
+    /// The message so far (inflated, if compressed).
     data: BytesMut,
 }
 
@@ -131,6 +148,8 @@ pub struct Connection {
     send_utf8: Utf8Validator,
     /// RSV bits a negotiated extension lets the first frame of a data message carry.
     data_rsv_allowed: u8,
+    /// permessage-deflate state, when negotiated (boxed: most connections go without).
+    deflate: Option<Box<DeflateCodec>>,
 }
 
 /// Input buffers that grew past this while holding a large frame are released once empty, so an
@@ -164,6 +183,7 @@ impl Connection {
             sending: None,
             send_utf8: Utf8Validator::default(),
             data_rsv_allowed: 0,
+            deflate: None,
         }
     }
 
@@ -307,8 +327,18 @@ impl Connection {
         self.send(Message::Binary(data.into()))
     }
 
-    /// Queues a message as one frame.
+    /// Queues a message as one frame, compressed if permessage-deflate is on and the message
+    /// reaches the size threshold.
     pub fn send(&mut self, message: Message) -> Result<(), SendError> {
+        self.send_with(message, Compression::Auto)
+    }
+
+    /// Queues a message as one frame, choosing whether to compress it.
+    pub fn send_with(
+        &mut self,
+        message: Message,
+        compression: Compression,
+    ) -> Result<(), SendError> {
         self.check_can_send_data()?;
         if self.sending.is_some() {
             return Err(SendError::FragmentedMessageInProgress);
@@ -317,7 +347,21 @@ impl Connection {
             Message::Text(t) => (OpCode::Text, t.into_bytes()),
             Message::Binary(b) => (OpCode::Binary, b),
         };
-        self.push_frame(opcode, true, payload);
+        let compress = match (&self.deflate, compression) {
+            (None, _) | (_, Compression::Never) => false,
+            (Some(_), Compression::Always) => true,
+            (Some(codec), Compression::Auto) => codec.should_compress(payload.len()),
+        };
+        match self.deflate.as_deref_mut() {
+            Some(codec) if compress => {
+                let mut out = BytesMut::new();
+                codec
+                    .compress_message(&payload, &mut out)
+                    .map_err(|e| SendError::Compression(e.to_string()))?;
+                self.push_frame_rsv(opcode, true, RSV1, out.freeze());
+            }
+            _ => self.push_frame(opcode, true, payload),
+        }
         Ok(())
     }
 
@@ -446,10 +490,16 @@ impl Connection {
 
     // ---- extensions ----------------------------------------------------------------------
 
-    /// Lets the first frame of a data message carry these RSV bits (set by a negotiated
-    /// extension, e.g. RSV1 for permessage-deflate).
-    pub fn allow_data_rsv(&mut self, rsv: u8) {
-        self.data_rsv_allowed = rsv & 0x07;
+    /// Turns on permessage-deflate with the parameters both ends agreed on in the handshake
+    /// (RFC 7692). Call before feeding any frame.
+    pub fn set_deflate(&mut self, codec: DeflateCodec) {
+        self.data_rsv_allowed = RSV1;
+        self.deflate = Some(Box::new(codec));
+    }
+
+    /// Whether permessage-deflate is in use.
+    pub fn deflate(&self) -> Option<&DeflateCodec> {
+        self.deflate.as_deref()
     }
 
     // ---- internals -----------------------------------------------------------------------
@@ -474,10 +524,15 @@ impl Connection {
                             Err(e) => return Err(self.fail(e, now)),
                         };
                         self.input.advance(header_len);
+                        let compressed = match header.opcode {
+                            OpCode::Text | OpCode::Binary => header.rsv & RSV1 != 0,
+                            _ => self.message.as_ref().is_some_and(|m| m.compressed),
+                        };
                         let frame = InFrame {
                             header,
                             len,
                             checked: 0,
+                            compressed,
                         };
                         self.frame = Some(frame);
                         frame
@@ -537,8 +592,13 @@ impl Connection {
         if len > self.config.max_frame_size {
             return Err(too_big);
         }
+        // A compressed message is measured after inflation, while inflating.
+        let compressed = match h.opcode {
+            OpCode::Continuation => self.message.as_ref().is_some_and(|m| m.compressed),
+            _ => h.rsv & RSV1 != 0,
+        };
         let so_far = self.message.as_ref().map_or(0, |m| m.data.len());
-        if so_far.saturating_add(len) > self.config.max_message_size {
+        if !compressed && so_far.saturating_add(len) > self.config.max_message_size {
             return Err(ProtocolError::MessageTooLarge {
                 max: self.config.max_message_size,
             });
@@ -562,7 +622,8 @@ impl Connection {
             if let Some(key) = frame.header.mask {
                 apply_mask(fresh, key, frame.checked);
             }
-            if kind == MessageKind::Text {
+            // Plain text is validated as it arrives, so bad UTF-8 fails before the frame ends.
+            if kind == MessageKind::Text && !frame.compressed {
                 self.utf8
                     .feed(fresh)
                     .map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -575,25 +636,42 @@ impl Connection {
         }
         let payload = self.input.split_to(frame.len);
         self.frame = None;
-        if !frame.header.fin {
-            match &mut self.message {
-                Some(m) => m.data.extend_from_slice(&payload),
-                None => {
-                    self.message = Some(InMessage {
-                        kind,
-                        data: payload,
-                    })
+        let fin = frame.header.fin;
+        let data = if frame.compressed {
+            let mut out = self.message.take().map(|m| m.data).unwrap_or_default();
+            let start = out.len();
+            let limit = self.config.max_message_size;
+            let codec = self
+                .deflate
+                .as_deref_mut()
+                .ok_or(ProtocolError::ReservedBits(RSV1))?;
+            codec
+                .decompress(&payload, fin, &mut out, limit)
+                .map_err(|e| deflate_error(e, limit))?;
+            if kind == MessageKind::Text {
+                self.utf8
+                    .feed(&out[start..])
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            out
+        } else {
+            match self.message.take() {
+                None => payload,
+                Some(mut m) => {
+                    m.data.extend_from_slice(&payload);
+                    m.data
                 }
             }
+        };
+        if !fin {
+            self.message = Some(InMessage {
+                kind,
+                compressed: frame.compressed,
+                data,
+            });
             return Ok(true);
         }
-        let data = match self.message.take() {
-            None => payload.freeze(),
-            Some(mut m) => {
-                m.data.extend_from_slice(&payload);
-                m.data.freeze()
-            }
-        };
+        let data = data.freeze();
         let message = match kind {
             MessageKind::Text => {
                 self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -728,18 +806,31 @@ impl Connection {
     }
 
     fn push_frame(&mut self, opcode: OpCode, fin: bool, payload: Bytes) {
+        self.push_frame_rsv(opcode, fin, 0, payload);
+    }
+
+    fn push_frame_rsv(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Bytes) {
         let mask = match self.role {
             Role::Client => Some(rand::random::<[u8; 4]>()),
             Role::Server => None,
         };
         let header = FrameHeader {
             fin,
-            rsv: 0,
+            rsv,
             opcode,
             mask,
             payload_len: payload.len() as u64,
         };
         self.out.push_frame(header, payload);
+    }
+}
+
+/// The protocol error a failed inflation maps to.
+fn deflate_error(error: DeflateError, max: usize) -> ProtocolError {
+    match error {
+        DeflateError::MessageTooBig { .. } => ProtocolError::MessageTooLarge { max },
+        DeflateError::Corrupt { reason } => ProtocolError::InvalidCompressedData(reason),
+        DeflateError::Internal { reason } => ProtocolError::DecompressionFailed(reason),
     }
 }
 

@@ -42,6 +42,12 @@ pub enum ProtocolError {
     /// A text message was not valid UTF-8 (§8.1).
     #[error("text message is not valid UTF-8 (RFC 6455 §8.1)")]
     InvalidUtf8,
+    /// A compressed message is not a valid deflate stream (RFC 7692 §6.2).
+    #[error("compressed message is not valid deflate data: {0}")]
+    InvalidCompressedData(String),
+    /// Our decompressor failed for a reason not caused by the peer's data.
+    #[error("decompression failed: {0}")]
+    DecompressionFailed(String),
     /// A close frame payload was malformed (§5.5.1, §7.4).
     #[error("invalid close frame: {0}")]
     InvalidClose(InvalidClosePayload),
@@ -76,13 +82,16 @@ impl ProtocolError {
     pub fn close_code(&self) -> CloseCode {
         match self {
             ProtocolError::InvalidUtf8
+            | ProtocolError::InvalidCompressedData(_)
             | ProtocolError::InvalidClose(InvalidClosePayload::InvalidUtf8) => {
                 CloseCode::INVALID_PAYLOAD
             }
             ProtocolError::FrameTooLarge { .. } | ProtocolError::MessageTooLarge { .. } => {
                 CloseCode::MESSAGE_TOO_BIG
             }
-            ProtocolError::PongTimeout(_) => CloseCode::INTERNAL_ERROR,
+            ProtocolError::PongTimeout(_) | ProtocolError::DecompressionFailed(_) => {
+                CloseCode::INTERNAL_ERROR
+            }
             ProtocolError::CloseTimeout(_) | ProtocolError::UnexpectedEof => CloseCode::ABNORMAL,
             _ => CloseCode::PROTOCOL_ERROR,
         }
@@ -120,6 +129,9 @@ pub enum SendError {
     /// A fragment continued a message of another type.
     #[error("fragment type does not match the message in progress")]
     FragmentTypeMismatch,
+    /// Our compressor failed (a zlib error, not caused by the peer).
+    #[error("compression failed: {0}")]
+    Compression(String),
     /// Fragments of a text message must together be valid UTF-8.
     #[error("text fragments are not valid UTF-8")]
     InvalidUtf8,

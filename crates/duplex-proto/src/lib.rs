@@ -40,6 +40,6 @@ pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use config::Config;
-pub use connection::{Connection, Event, MessageKind, State};
+pub use connection::{Compression, Connection, Event, MessageKind, State};
 pub use error::{ProtocolError, SendError};
 pub use message::{Message, Utf8Bytes};

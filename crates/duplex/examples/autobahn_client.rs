@@ -17,6 +17,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Autobahn 9.x sends messages up to 16 MiB.
     config.protocol.max_message_size = 64 << 20;
     config.protocol.max_frame_size = 64 << 20;
+    // Offer permessage-deflate in every case (Autobahn 12/13 need it; 1-10 must pass with it).
+    config.deflate.enabled = std::env::var_os("AUTOBAHN_NO_DEFLATE").is_none();
 
     let count = case_count(&base, &config).await?;
     eprintln!("autobahn_client: {count} cases");

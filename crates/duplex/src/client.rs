@@ -3,10 +3,13 @@
 use crate::error::{Error, Result};
 use crate::websocket::WebSocket;
 use bytes::BytesMut;
+use duplex_proto::deflate::{
+    client_offer, negotiate_client, DeflateCodec, DeflateConfig, PERMESSAGE_DEFLATE,
+};
 use duplex_proto::handshake::{
     build_request, parse_response, validate_response, ClientRequest, HandshakeLimits, Negotiated,
 };
-use duplex_proto::{Config, Role};
+use duplex_proto::{Config, Connection, Role};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -24,6 +27,8 @@ pub struct ClientConfig {
     pub headers: Vec<(String, String)>,
     /// Time allowed for TCP connect plus the opening handshake. Default 10 s.
     pub handshake_timeout: Duration,
+    /// permessage-deflate: offered when `enabled` (off by default: see [`DeflateConfig`]).
+    pub deflate: DeflateConfig,
 }
 
 impl Default for ClientConfig {
@@ -34,6 +39,7 @@ impl Default for ClientConfig {
             subprotocols: Vec::new(),
             headers: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
+            deflate: DeflateConfig::default(),
         }
     }
 }
@@ -122,6 +128,11 @@ where
         path_and_query: target.path_and_query.clone(),
         protocols: config.subprotocols.clone(),
         headers: config.headers.clone(),
+        extensions: if config.deflate.enabled {
+            vec![client_offer(&config.deflate)]
+        } else {
+            Vec::new()
+        },
         ..ClientRequest::default()
     };
     let (bytes, key) = build_request(&request).map_err(|e| Error::Handshake(e.to_string()))?;
@@ -139,13 +150,26 @@ where
             ));
         }
     };
-    let negotiated = validate_response(&response, &key, &config.subprotocols, &[])
+    let offered: &[&str] = if config.deflate.enabled {
+        &[PERMESSAGE_DEFLATE]
+    } else {
+        &[]
+    };
+    let negotiated = validate_response(&response, &key, &config.subprotocols, offered)
         .map_err(|e| Error::Handshake(e.to_string()))?;
-    let ws = WebSocket::from_raw(
-        stream,
+    let mut conn = Connection::new(
         Role::Client,
         config.protocol.clone(),
-        &buf[consumed..],
+        tokio::time::Instant::now().into_std(),
     );
+    if config.deflate.enabled {
+        // An invalid permessage-deflate response fails the connection (RFC 7692 §5.1).
+        let agreed = negotiate_client(&negotiated.extensions, &config.deflate)
+            .map_err(|e| Error::Handshake(e.to_string()))?;
+        if let Some(agreed) = agreed {
+            conn.set_deflate(DeflateCodec::new(agreed, &config.deflate));
+        }
+    }
+    let ws = WebSocket::from_connection(stream, conn, &buf[consumed..]);
     Ok((ws, negotiated))
 }

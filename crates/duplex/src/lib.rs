@@ -5,11 +5,16 @@
 #![warn(missing_docs)]
 
 pub mod client;
+mod driver;
 pub mod error;
 pub mod server;
+pub mod split;
 pub mod websocket;
 
 pub use duplex_proto as proto;
-pub use duplex_proto::{CloseCode, CloseFrame, Config, Message, Role, Utf8Bytes};
+pub use duplex_proto::{
+    CloseCode, CloseFrame, Compression, Config, Event, Message, MessageKind, Role, Utf8Bytes,
+};
 pub use error::{Error, Result};
-pub use websocket::WebSocket;
+pub use split::{WsReader, WsWriter};
+pub use websocket::{TrySendError, WebSocket};

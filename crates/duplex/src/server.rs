@@ -3,10 +3,11 @@
 use crate::error::{Error, Result};
 use crate::websocket::WebSocket;
 use bytes::BytesMut;
+use duplex_proto::deflate::{negotiate_server, DeflateCodec, DeflateConfig};
 use duplex_proto::handshake::{
     accept_response, parse_request, select_protocol, validate_request, Accept, HandshakeLimits,
 };
-use duplex_proto::{Config, Role};
+use duplex_proto::{Config, Connection, Role};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -21,6 +22,8 @@ pub struct ServerConfig {
     pub subprotocols: Vec<String>,
     /// How long a client may take to send its request. Default 10 s.
     pub handshake_timeout: Duration,
+    /// permessage-deflate policy (off by default: see [`DeflateConfig`]).
+    pub deflate: DeflateConfig,
 }
 
 impl Default for ServerConfig {
@@ -30,6 +33,7 @@ impl Default for ServerConfig {
             handshake_limits: HandshakeLimits::default(),
             subprotocols: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
+            deflate: DeflateConfig::default(),
         }
     }
 }
@@ -77,16 +81,25 @@ where
         }
     };
     let supported: Vec<&str> = config.subprotocols.iter().map(String::as_str).collect();
+    let deflate = if config.deflate.enabled {
+        negotiate_server(&offer.extensions, &config.deflate)
+    } else {
+        None
+    };
     let accept = Accept {
         protocol: select_protocol(&offer.protocols, &supported).map(str::to_owned),
+        extensions: deflate.iter().map(|(_, ext)| ext.clone()).collect(),
         ..Accept::default()
     };
     let response = accept_response(&offer, &accept).map_err(|e| Error::Handshake(e.to_string()))?;
     stream.write_all(&response).await?;
-    Ok(WebSocket::from_raw(
-        stream,
+    let mut conn = Connection::new(
         Role::Server,
         config.protocol.clone(),
-        &buf[consumed..],
-    ))
+        tokio::time::Instant::now().into_std(),
+    );
+    if let Some((agreed, _)) = deflate {
+        conn.set_deflate(DeflateCodec::new(agreed, &config.deflate));
+    }
+    Ok(WebSocket::from_connection(stream, conn, &buf[consumed..]))
 }

@@ -1,42 +1,66 @@
 //! `WebSocket<S>`: an established connection over any tokio byte stream.
 
+use crate::driver::{poll_write_queue, Driver, Whole};
 use crate::error::{Error, Result};
-use bytes::Buf;
-use duplex_proto::{CloseCode, CloseFrame, Config, Connection, Event, Message, Role};
-use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use crate::split::{self, WsReader, WsWriter};
+use bytes::Bytes;
+use duplex_proto::{
+    CloseCode, CloseFrame, Compression, Config, Connection, Event, Message, MessageKind, Role,
+};
+use futures_core::Stream;
+use futures_sink::Sink;
+use futures_util::StreamExt;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-/// How much read space to make before each read.
-const READ_CHUNK: usize = 16 * 1024;
-/// Upper bound on how long a closing server drains the peer's remaining input.
-const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+/// Default for [`WebSocket::set_write_buffer_limit`].
+pub const DEFAULT_WRITE_BUFFER_LIMIT: usize = 128 * 1024;
 
 /// An established WebSocket connection over `S` (a `TcpStream`, a TLS stream, ...).
 ///
-/// Pings are answered and close frames echoed while [`recv`](Self::recv) runs, so keep a
-/// receive loop going.
+/// Receiving drives the connection: pings are answered, the closing handshake completed and
+/// timers run while [`recv`](Self::recv) (or [`next_event`](Self::next_event), or the
+/// [`Stream`] implementation) is being awaited, so keep a receive loop going.
+///
+/// ```no_run
+/// # async fn demo() -> duplex::Result<()> {
+/// use duplex::client::{connect, ClientConfig};
+/// let (mut ws, _) = connect("ws://127.0.0.1:9001/", &ClientConfig::default()).await?;
+/// ws.send("hello").await?;
+/// while let Some(message) = ws.recv().await {
+///     println!("{:?}", message?);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct WebSocket<S> {
     stream: S,
     conn: Connection,
-    /// An error to report after the events that preceded it.
-    pending_error: Option<Error>,
-    finished: bool,
+    driver: Driver,
+    write_buffer_limit: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a stream whose opening handshake is complete. `leftover` holds bytes read past the
     /// handshake (frames the peer sent right after it).
     pub fn from_raw(stream: S, role: Role, config: Config, leftover: &[u8]) -> Self {
+        let conn = Connection::new(role, config, Instant::now().into_std());
+        Self::from_connection(stream, conn, leftover)
+    }
+
+    /// Wraps a stream and a protocol state prepared by the caller (e.g. with
+    /// permessage-deflate turned on). `leftover` as in [`from_raw`](Self::from_raw).
+    pub fn from_connection(stream: S, mut conn: Connection, leftover: &[u8]) -> Self {
         let now = Instant::now().into_std();
-        let mut conn = Connection::new(role, config, now);
         let pending_error = conn.receive_data(leftover, now).err().map(Error::Protocol);
         WebSocket {
             stream,
             conn,
-            pending_error,
-            finished: false,
+            driver: Driver::new(pending_error),
+            write_buffer_limit: DEFAULT_WRITE_BUFFER_LIMIT,
         }
     }
 
@@ -45,132 +69,245 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         &self.conn
     }
 
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
     /// The peer's close frame, once received.
     pub fn close_frame(&self) -> Option<&CloseFrame> {
         self.conn.close_received().and_then(|c| c.as_ref())
     }
 
+    /// Bytes queued but not yet written beyond which sending waits (`feed`, the [`Sink`]).
+    /// Default [`DEFAULT_WRITE_BUFFER_LIMIT`]. A single larger message is still accepted when
+    /// the buffer is empty, so the bound is `limit + one message`.
+    pub fn set_write_buffer_limit(&mut self, bytes: usize) {
+        self.write_buffer_limit = bytes;
+    }
+
     /// The next message. `None` once the connection closed cleanly; `Some(Err(_))` once if it
     /// failed, after the close frame was sent and the transport closed (bounded by
-    /// `close_timeout`). Answers pings and completes the closing handshake as a side effect.
+    /// `close_timeout`). Pings, pongs and the peer's close frame are handled, not returned;
+    /// use [`next_event`](Self::next_event) to see them.
     ///
-    /// Cancel-safety: cancel-safe. A message is only taken from the protocol state when it is
-    /// returned; partial reads stay buffered in the connection.
+    /// Cancel-safety: cancel-safe. Nothing is lost if the future is dropped: a message is
+    /// taken from the protocol state only when it is returned.
     pub async fn recv(&mut self) -> Option<Result<Message>> {
         loop {
-            while let Some(event) = self.conn.poll_event() {
-                if let Event::Message(message) = event {
-                    return Some(Ok(message));
-                }
-            }
-            if self.finished {
-                return self.pending_error.take().map(Err);
-            }
-            if let Err(e) = self.flush().await {
-                self.finished = true;
-                return self.transport_error(e);
-            }
-            if self.conn.should_close_transport() {
-                // A failure is reported only after the closing procedure, so that closing the
-                // socket with unread input cannot reset the connection under our close frame.
-                self.shutdown().await;
-                return self.pending_error.take().map(Err);
-            }
-            if let Err(e) = self.read_once().await {
-                if self.finished {
-                    return self.transport_error(e);
-                }
-                self.pending_error.get_or_insert(e);
+            match self.next_event().await? {
+                Ok(Event::Message(message)) => return Some(Ok(message)),
+                Ok(_) => continue,
+                Err(e) => return Some(Err(e)),
             }
         }
     }
 
-    /// A transport error ends the connection. After the peer's close frame it is not worth
-    /// reporting (the peer said goodbye and did not wait for our answer, e.g. a reset).
-    fn transport_error(&mut self, error: Error) -> Option<Result<Message>> {
-        if self.conn.close_received().is_some() {
-            return self.pending_error.take().map(Err);
-        }
-        Some(Err(self.pending_error.take().unwrap_or(error)))
-    }
-
-    /// Sends a message and flushes it.
+    /// The next event: messages, pings, pongs and the peer's close frame.
     ///
-    /// Cancel-safety: not cancel-safe; if cancelled, part of the message may have been written.
+    /// Cancel-safety: cancel-safe, as [`recv`](Self::recv).
+    pub async fn next_event(&mut self) -> Option<Result<Event>> {
+        poll_fn(|cx| self.poll_next_event(cx)).await
+    }
+
+    /// Poll form of [`next_event`](Self::next_event).
+    pub fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event>>> {
+        self.driver
+            .poll_event(&mut self.conn, &mut Whole(&mut self.stream), cx)
+    }
+
+    /// Sends a message and waits until it is written (compressed when permessage-deflate is on
+    /// and the message reaches the threshold).
+    ///
+    /// Cancel-safety: not cancel-safe. If dropped before completion the message may be queued
+    /// and partly written; it is then finished by the next send, flush or receive.
     pub async fn send(&mut self, message: impl Into<Message>) -> Result<()> {
-        self.conn.send(message.into())?;
+        self.send_with(message, Compression::Auto).await
+    }
+
+    /// Sends a message choosing whether to compress it, and waits until it is written.
+    ///
+    /// Cancel-safety: as [`send`](Self::send).
+    pub async fn send_with(
+        &mut self,
+        message: impl Into<Message>,
+        compression: Compression,
+    ) -> Result<()> {
+        self.conn.send_with(message.into(), compression)?;
         self.flush().await
     }
 
+    /// Queues a message, waiting only while more than the write buffer limit is queued.
+    /// Pair with [`flush`](Self::flush).
+    ///
+    /// Cancel-safety: cancel-safe: the message is queued only once the future completes.
+    pub async fn feed(&mut self, message: impl Into<Message>) -> Result<()> {
+        poll_fn(|cx| self.poll_write_ready(cx)).await?;
+        self.conn.send(message.into())?;
+        Ok(())
+    }
+
+    /// Queues a message if fewer than the write buffer limit bytes are waiting, without
+    /// waiting. On `Err(TrySendError::Full(message))` a server may choose to close a slow
+    /// consumer (e.g. with 1008) instead of waiting.
+    pub fn try_send(
+        &mut self,
+        message: impl Into<Message>,
+    ) -> std::result::Result<(), TrySendError> {
+        let message = message.into();
+        if self.conn.pending_transmit() >= self.write_buffer_limit {
+            return Err(TrySendError::Full(message));
+        }
+        self.conn
+            .send(message)
+            .map_err(|e| TrySendError::Failed(e.into()))
+    }
+
+    /// Writes everything queued.
+    ///
+    /// Cancel-safety: cancel-safe; what was not written stays queued.
+    pub async fn flush(&mut self) -> Result<()> {
+        poll_fn(|cx| poll_write_queue(&mut self.stream, cx, self.conn.transmit_queue())).await?;
+        Ok(())
+    }
+
+    /// Sends a ping (payload at most 125 bytes). The pong arrives as [`Event::Pong`].
+    pub async fn send_ping(&mut self, payload: impl Into<Bytes>) -> Result<()> {
+        self.conn.send_ping(payload)?;
+        self.flush().await
+    }
+
+    /// Sends an unsolicited pong (a one-way heartbeat, RFC 6455 §5.5.3).
+    pub async fn send_pong(&mut self, payload: impl Into<Bytes>) -> Result<()> {
+        self.conn.send_pong(payload)?;
+        self.flush().await
+    }
+
+    /// Sends one fragment of a message sent in pieces: the first call opens a message of
+    /// `kind`, `fin` ends it (RFC 6455 §5.4). Fragments are not compressed.
+    pub async fn send_fragment(
+        &mut self,
+        kind: MessageKind,
+        payload: impl Into<Bytes>,
+        fin: bool,
+    ) -> Result<()> {
+        self.conn.send_fragment(kind, payload, fin)?;
+        self.flush().await
+    }
+
+    /// Sends a message whose payload comes from a stream of chunks, one fragment per chunk, so
+    /// the whole message never needs to be in memory. Text chunks must together be valid
+    /// UTF-8 (a code point may be split across chunks).
+    pub async fn send_stream<St>(&mut self, kind: MessageKind, chunks: St) -> Result<()>
+    where
+        St: Stream<Item = Bytes>,
+    {
+        let mut chunks = std::pin::pin!(chunks.peekable());
+        loop {
+            let Some(chunk) = chunks.next().await else {
+                // Empty stream: an empty message.
+                return self.send_fragment(kind, Bytes::new(), true).await;
+            };
+            let last = chunks.as_mut().peek().await.is_none();
+            self.send_fragment(kind, chunk, last).await?;
+            if last {
+                return Ok(());
+            }
+        }
+    }
+
     /// Starts the closing handshake and waits for it to finish (the peer's close frame and the
-    /// end of the transport), up to the configured close timeout.
+    /// end of the transport), up to the configured close timeout. Messages still arriving are
+    /// discarded; use [`WsWriter::close`] on a split connection to keep reading them.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
         self.conn.close(code, reason, Instant::now().into_std())?;
-        while let Some(item) = self.recv().await {
-            item?;
+        while let Some(event) = self.next_event().await {
+            event?;
         }
         Ok(())
     }
 
-    /// Writes everything the protocol has queued.
-    async fn flush(&mut self) -> Result<()> {
-        let queue = self.conn.transmit_queue();
-        while queue.has_remaining() {
-            self.stream.write_buf(queue).await?;
+    /// Splits into a reader and a writer that can be used from two tasks. The reader keeps
+    /// answering pings and the closing handshake even while the writer waits on a slow peer.
+    pub fn split(self) -> (WsReader<S>, WsWriter<S>) {
+        split::split(self.stream, self.conn, self.driver, self.write_buffer_limit)
+    }
+
+    fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.conn.pending_transmit() >= self.write_buffer_limit {
+            ready!(poll_write_queue(
+                &mut self.stream,
+                cx,
+                self.conn.transmit_queue()
+            ))?;
         }
-        self.stream.flush().await?;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Why [`WebSocket::try_send`] did not queue a message.
+#[derive(Debug, thiserror::Error)]
+pub enum TrySendError {
+    /// The write buffer is full; the message is handed back.
+    #[error("write buffer full")]
+    Full(Message),
+    /// The message cannot be sent at all (the connection is closing, ...).
+    #[error(transparent)]
+    Failed(Error),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
+    type Item = Result<Message>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            match ready!(this.poll_next_event(cx)) {
+                Some(Ok(Event::Message(m))) => return Poll::Ready(Some(Ok(m))),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_write_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<()> {
+        self.get_mut().conn.send(item)?;
         Ok(())
     }
 
-    /// Reads once (or fires a timer) and feeds the protocol.
-    async fn read_once(&mut self) -> Result<()> {
-        let deadline = self.conn.poll_timeout();
-        let input = self.conn.input_buffer();
-        input.reserve(READ_CHUNK);
-        let read = async {
-            match deadline {
-                Some(at) => {
-                    tokio::time::timeout_at(Instant::from_std(at), self.stream.read_buf(input))
-                        .await
-                        .ok()
-                }
-                None => Some(self.stream.read_buf(input).await),
-            }
-        };
-        match read.await {
-            None => {
-                self.conn.handle_timeout(Instant::now().into_std())?;
-                Ok(())
-            }
-            Some(Ok(0)) => {
-                self.conn.receive_eof()?;
-                Ok(())
-            }
-            Some(Ok(_)) => {
-                self.conn.handle_input(Instant::now().into_std())?;
-                Ok(())
-            }
-            Some(Err(e)) => {
-                self.finished = true;
-                Err(e.into())
-            }
-        }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        ready!(poll_write_queue(
+            &mut this.stream,
+            cx,
+            this.conn.transmit_queue()
+        ))?;
+        Poll::Ready(Ok(()))
     }
 
-    /// Closes the transport: half-close, then drain what the peer still sends (bounded), so
-    /// the kernel does not answer unread data with a reset that could destroy our close frame.
-    async fn shutdown(&mut self) {
-        self.finished = true;
-        let _ = self.stream.shutdown().await;
-        let limit = self.conn.config().close_timeout.min(DRAIN_LIMIT);
-        let mut sink = [0u8; 4096];
-        let _ = tokio::time::timeout(limit, async {
-            while let Ok(n) = self.stream.read(&mut sink).await {
-                if n == 0 {
-                    break;
-                }
-            }
-        })
-        .await;
+    /// Sends a normal close (1000) if none was sent, and flushes; completing the handshake is
+    /// left to the receive side.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        if this.conn.state() == duplex_proto::State::Open {
+            let _ = this
+                .conn
+                .close(CloseCode::NORMAL, "", Instant::now().into_std());
+        }
+        ready!(poll_write_queue(
+            &mut this.stream,
+            cx,
+            this.conn.transmit_queue()
+        ))?;
+        Poll::Ready(Ok(()))
     }
 }

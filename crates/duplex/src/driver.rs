@@ -1,0 +1,247 @@
+//! The read side of a connection as a poll function, shared by [`WebSocket`](crate::WebSocket)
+//! and the split [`WsReader`](crate::split::WsReader).
+//!
+//! One call delivers the next event, and on the way flushes what the protocol queued (pongs,
+//! close answers), reads, runs the protocol's timers, and performs the closing procedure:
+//! flush, half-close, then drain the peer's remaining input (bounded), so that closing the
+//! socket with unread data cannot reset the connection under our close frame.
+
+use crate::error::{Error, Result};
+use bytes::{Buf, BytesMut};
+use duplex_proto::transmit::TransmitQueue;
+use duplex_proto::{Connection, Event};
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, Sleep};
+
+/// Read space made available before each read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Upper bound on how long a closing endpoint drains the peer's remaining input.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+/// Slices gathered for one vectored write.
+const MAX_IOVECS: usize = 32;
+
+/// Byte-level access the driver needs; implemented over a whole stream and over split halves.
+pub(crate) trait Transport {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>>;
+    fn poll_write_queue(
+        &mut self,
+        cx: &mut Context<'_>,
+        queue: &mut TransmitQueue,
+    ) -> Poll<io::Result<()>>;
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+/// Writes the whole queue (vectored) and flushes the writer.
+pub(crate) fn poll_write_queue<W: AsyncWrite + Unpin + ?Sized>(
+    writer: &mut W,
+    cx: &mut Context<'_>,
+    queue: &mut TransmitQueue,
+) -> Poll<io::Result<()>> {
+    while queue.has_remaining() {
+        let written = {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let n = queue.chunks_vectored(&mut slices);
+            ready!(Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..n]))?
+        };
+        if written == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        queue.advance(written);
+    }
+    Pin::new(writer).poll_flush(cx)
+}
+
+/// Reads into the spare capacity of `buf`, growing it first if it is (nearly) full.
+pub(crate) fn poll_read_into<R: AsyncRead + Unpin + ?Sized>(
+    reader: &mut R,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(reader), cx, buf)
+}
+
+/// A whole stream used for both directions.
+pub(crate) struct Whole<'a, S>(pub(crate) &'a mut S);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport for Whole<'_, S> {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        poll_read_into(self.0, cx, buf)
+    }
+    fn poll_write_queue(
+        &mut self,
+        cx: &mut Context<'_>,
+        queue: &mut TransmitQueue,
+    ) -> Poll<io::Result<()>> {
+        poll_write_queue(self.0, cx, queue)
+    }
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_shutdown(cx)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Half-closed; reading and discarding until end of stream or the timer.
+    Draining,
+    Done,
+}
+
+/// Read-side state that outlives one poll.
+#[derive(Debug)]
+pub(crate) struct Driver {
+    phase: Phase,
+    /// Boxed and created on first use: most connections never arm a timer.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// A failure to report after the closing procedure.
+    pending_error: Option<Error>,
+}
+
+impl Driver {
+    pub(crate) fn new(pending_error: Option<Error>) -> Self {
+        Driver {
+            phase: Phase::Running,
+            timer: None,
+            pending_error,
+        }
+    }
+
+    /// The next event; `None` at the end of a clean close, `Some(Err)` once for a failure.
+    pub(crate) fn poll_event<T: Transport>(
+        &mut self,
+        conn: &mut Connection,
+        io: &mut T,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Event>>> {
+        loop {
+            match self.phase {
+                Phase::Done => return Poll::Ready(self.pending_error.take().map(Err)),
+                Phase::Draining => {
+                    ready!(self.poll_drain(conn, io, cx));
+                    continue;
+                }
+                Phase::Running => {}
+            }
+            if let Some(event) = conn.poll_event() {
+                return Poll::Ready(Some(Ok(event)));
+            }
+            match io.poll_write_queue(cx, conn.transmit_queue()) {
+                Poll::Ready(Err(e)) => {
+                    self.phase = Phase::Done;
+                    return Poll::Ready(self.transport_error(conn, e.into()));
+                }
+                Poll::Ready(Ok(())) => {
+                    if conn.should_close_transport() {
+                        // Shutdown errors mean the peer is already gone: nothing to report.
+                        let _ = ready!(io.poll_shutdown(cx));
+                        self.phase = Phase::Draining;
+                        let limit = conn.config().close_timeout.min(DRAIN_LIMIT);
+                        self.arm(Instant::now() + limit);
+                        continue;
+                    }
+                }
+                // The peer is slow to read; keep reading so its frames are still processed.
+                Poll::Pending => {
+                    if conn.should_close_transport() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+            match io.poll_read_into(cx, conn.input_buffer()) {
+                Poll::Ready(Ok(0)) => {
+                    if let Err(e) = conn.receive_eof() {
+                        self.pending_error.get_or_insert(e.into());
+                    }
+                    continue;
+                }
+                Poll::Ready(Ok(_)) => {
+                    if let Err(e) = conn.handle_input(Instant::now().into_std()) {
+                        self.pending_error.get_or_insert(e.into());
+                    }
+                    continue;
+                }
+                Poll::Ready(Err(e)) => {
+                    self.phase = Phase::Done;
+                    return Poll::Ready(self.transport_error(conn, e.into()));
+                }
+                Poll::Pending => {}
+            }
+            if let Some(deadline) = conn.poll_timeout() {
+                self.arm(Instant::from_std(deadline));
+                if self.poll_timer(cx).is_ready() {
+                    if let Err(e) = conn.handle_timeout(Instant::now().into_std()) {
+                        self.pending_error.get_or_insert(e.into());
+                    }
+                    continue;
+                }
+            }
+            return Poll::Pending;
+        }
+    }
+
+    fn poll_drain<T: Transport>(
+        &mut self,
+        conn: &mut Connection,
+        io: &mut T,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        loop {
+            let buf = conn.input_buffer();
+            buf.clear();
+            match io.poll_read_into(cx, buf) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Pending => {
+                    if self.poll_timer(cx).is_ready() {
+                        break;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        conn.input_buffer().clear();
+        self.phase = Phase::Done;
+        self.timer = None;
+        Poll::Ready(())
+    }
+
+    fn arm(&mut self, deadline: Instant) {
+        match &mut self.timer {
+            Some(timer) if timer.deadline() == deadline => {}
+            Some(timer) => timer.as_mut().reset(deadline),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+
+    /// A transport error ends the connection. After the peer's close frame it is not worth
+    /// reporting (the peer said goodbye and did not wait for our answer, e.g. a reset).
+    fn transport_error(&mut self, conn: &Connection, error: Error) -> Option<Result<Event>> {
+        if conn.close_received().is_some() {
+            return self.pending_error.take().map(Err);
+        }
+        Some(Err(self.pending_error.take().unwrap_or(error)))
+    }
+}

@@ -1,0 +1,337 @@
+//! A connection split into a reader and a writer for two tasks.
+//!
+//! Both halves share the protocol state and the write half of the stream behind a mutex that
+//! is only ever held inside one poll (never across an `.await`), so neither half can block the
+//! other. Whoever polls flushes what the protocol queued: the reader keeps answering pings and
+//! the closing handshake while the writer waits on a slow peer, and a write-readiness wake-up
+//! goes to both halves so queued bytes always find someone to write them.
+
+use crate::driver::{poll_read_into, poll_write_queue, Driver, Transport};
+use crate::error::{Error, Result};
+use crate::websocket::TrySendError;
+use bytes::{Bytes, BytesMut};
+use duplex_proto::transmit::TransmitQueue;
+use duplex_proto::{CloseCode, CloseFrame, Compression, Connection, Event, Message, MessageKind};
+use futures_core::Stream;
+use futures_sink::Sink;
+use futures_util::task::AtomicWaker;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{ready, Context, Poll, Wake, Waker};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::time::Instant;
+
+/// The two tasks that may wait for the socket to become writable.
+#[derive(Debug, Default)]
+struct WriteWakers {
+    reader: AtomicWaker,
+    writer: AtomicWaker,
+}
+
+impl Wake for WriteWakers {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.reader.wake();
+        self.writer.wake();
+    }
+}
+
+#[derive(Debug)]
+struct Inner<S> {
+    conn: Connection,
+    write: WriteHalf<S>,
+    write_buffer_limit: usize,
+}
+
+#[derive(Debug)]
+struct Shared<S> {
+    inner: Mutex<Inner<S>>,
+    wakers: Arc<WriteWakers>,
+    /// Waker given to every write: wakes both halves.
+    wake_both: Waker,
+}
+
+impl<S> Shared<S> {
+    fn lock(&self) -> MutexGuard<'_, Inner<S>> {
+        // A panic while holding the lock leaves the protocol state as consistent as any other
+        // point between two calls; keep going rather than poison both halves.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+pub(crate) fn split<S: AsyncRead + AsyncWrite>(
+    stream: S,
+    conn: Connection,
+    driver: Driver,
+    write_buffer_limit: usize,
+) -> (WsReader<S>, WsWriter<S>) {
+    let (read, write) = tokio::io::split(stream);
+    let wakers = Arc::new(WriteWakers::default());
+    let shared = Arc::new(Shared {
+        inner: Mutex::new(Inner {
+            conn,
+            write,
+            write_buffer_limit,
+        }),
+        wake_both: Waker::from(Arc::clone(&wakers)),
+        wakers,
+    });
+    (
+        WsReader {
+            read,
+            driver,
+            shared: Arc::clone(&shared),
+        },
+        WsWriter { shared },
+    )
+}
+
+/// The receiving half of a split connection. It also drives the connection (pongs, closing
+/// handshake, timers): keep polling it for as long as the connection lives.
+#[derive(Debug)]
+pub struct WsReader<S> {
+    read: ReadHalf<S>,
+    driver: Driver,
+    shared: Arc<Shared<S>>,
+}
+
+/// The sending half of a split connection.
+#[derive(Debug)]
+pub struct WsWriter<S> {
+    shared: Arc<Shared<S>>,
+}
+
+struct SplitIo<'a, S> {
+    read: &'a mut ReadHalf<S>,
+    write: &'a mut WriteHalf<S>,
+    wake_both: &'a Waker,
+}
+
+impl<S: AsyncRead + AsyncWrite> Transport for SplitIo<'_, S> {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        poll_read_into(self.read, cx, buf)
+    }
+    fn poll_write_queue(
+        &mut self,
+        _cx: &mut Context<'_>,
+        queue: &mut TransmitQueue,
+    ) -> Poll<io::Result<()>> {
+        poll_write_queue(self.write, &mut Context::from_waker(self.wake_both), queue)
+    }
+    fn poll_shutdown(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.write).poll_shutdown(&mut Context::from_waker(self.wake_both))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite> WsReader<S> {
+    /// The next message; `None` after a clean close, `Some(Err)` once on failure.
+    ///
+    /// Cancel-safety: cancel-safe.
+    pub async fn recv(&mut self) -> Option<Result<Message>> {
+        loop {
+            match self.next_event().await? {
+                Ok(Event::Message(m)) => return Some(Ok(m)),
+                Ok(_) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// The next event, control frames included.
+    ///
+    /// Cancel-safety: cancel-safe.
+    pub async fn next_event(&mut self) -> Option<Result<Event>> {
+        poll_fn(|cx| self.poll_next_event(cx)).await
+    }
+
+    /// Poll form of [`next_event`](Self::next_event).
+    pub fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event>>> {
+        self.shared.wakers.reader.register(cx.waker());
+        let mut guard = self.shared.lock();
+        let inner = &mut *guard;
+        let mut io = SplitIo {
+            read: &mut self.read,
+            write: &mut inner.write,
+            wake_both: &self.shared.wake_both,
+        };
+        self.driver.poll_event(&mut inner.conn, &mut io, cx)
+    }
+
+    /// The peer's close frame, once received.
+    pub fn close_frame(&self) -> Option<CloseFrame> {
+        self.shared.lock().conn.close_received().cloned().flatten()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite> Stream for WsReader<S> {
+    type Item = Result<Message>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            match ready!(this.poll_next_event(cx)) {
+                Some(Ok(Event::Message(m))) => return Poll::Ready(Some(Ok(m))),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
+    /// Sends a message and waits until it is written.
+    ///
+    /// Cancel-safety: not cancel-safe once queued: a dropped future may leave the message
+    /// partly written; the rest goes out with the next write or read.
+    pub async fn send(&mut self, message: impl Into<Message>) -> Result<()> {
+        self.send_with(message, Compression::Auto).await
+    }
+
+    /// Sends a message choosing whether to compress it.
+    pub async fn send_with(
+        &mut self,
+        message: impl Into<Message>,
+        compression: Compression,
+    ) -> Result<()> {
+        poll_fn(|cx| self.poll_write_ready(cx)).await?;
+        self.shared
+            .lock()
+            .conn
+            .send_with(message.into(), compression)?;
+        self.flush().await
+    }
+
+    /// Queues a message without waiting, unless the write buffer limit is reached:
+    /// `Err(TrySendError::Full(message))` then hands it back (a server may close a slow
+    /// consumer with 1008 instead of waiting).
+    pub fn try_send(
+        &mut self,
+        message: impl Into<Message>,
+    ) -> std::result::Result<(), TrySendError> {
+        let message = message.into();
+        let mut guard = self.shared.lock();
+        let inner = &mut *guard;
+        if inner.conn.pending_transmit() >= inner.write_buffer_limit {
+            return Err(TrySendError::Full(message));
+        }
+        inner
+            .conn
+            .send(message)
+            .map_err(|e| TrySendError::Failed(e.into()))?;
+        // Start writing now; if the socket is full, the write-readiness wake-up reaches both
+        // halves and whichever runs next continues.
+        let mut cx = Context::from_waker(&self.shared.wake_both);
+        if let Poll::Ready(Err(e)) =
+            poll_write_queue(&mut inner.write, &mut cx, inner.conn.transmit_queue())
+        {
+            return Err(TrySendError::Failed(e.into()));
+        }
+        Ok(())
+    }
+
+    /// Sends a ping.
+    pub async fn send_ping(&mut self, payload: impl Into<Bytes>) -> Result<()> {
+        self.shared.lock().conn.send_ping(payload)?;
+        self.flush().await
+    }
+
+    /// Sends one fragment of a message sent in pieces (see [`Connection::send_fragment`]).
+    pub async fn send_fragment(
+        &mut self,
+        kind: MessageKind,
+        payload: impl Into<Bytes>,
+        fin: bool,
+    ) -> Result<()> {
+        poll_fn(|cx| self.poll_write_ready(cx)).await?;
+        self.shared.lock().conn.send_fragment(kind, payload, fin)?;
+        self.flush().await
+    }
+
+    /// Sends our close frame. The reader completes the handshake: it returns `None` once the
+    /// peer answered and the transport closed (or the close timeout passed).
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        self.shared
+            .lock()
+            .conn
+            .close(code, reason, Instant::now().into_std())?;
+        self.flush().await
+    }
+
+    /// Writes everything queued.
+    ///
+    /// Cancel-safety: cancel-safe.
+    pub async fn flush(&mut self) -> Result<()> {
+        poll_fn(|cx| self.poll_flush_queue(cx)).await
+    }
+
+    fn poll_flush_queue(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.shared.wakers.writer.register(cx.waker());
+        let mut guard = self.shared.lock();
+        let inner = &mut *guard;
+        let mut both = Context::from_waker(&self.shared.wake_both);
+        ready!(poll_write_queue(
+            &mut inner.write,
+            &mut both,
+            inner.conn.transmit_queue()
+        ))
+        .map_err(Error::from)?;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.shared.wakers.writer.register(cx.waker());
+        let mut guard = self.shared.lock();
+        let inner = &mut *guard;
+        if inner.conn.pending_transmit() >= inner.write_buffer_limit {
+            let mut both = Context::from_waker(&self.shared.wake_both);
+            ready!(poll_write_queue(
+                &mut inner.write,
+                &mut both,
+                inner.conn.transmit_queue()
+            ))
+            .map_err(Error::from)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite> Sink<Message> for WsWriter<S> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_write_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<()> {
+        self.get_mut().shared.lock().conn.send(item)?;
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_flush_queue(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        {
+            let mut inner = this.shared.lock();
+            if inner.conn.state() == duplex_proto::State::Open {
+                let _ = inner
+                    .conn
+                    .close(CloseCode::NORMAL, "", Instant::now().into_std());
+            }
+        }
+        this.poll_flush_queue(cx)
+    }
+}
