@@ -142,7 +142,7 @@ where
         match parse_response(&buf, &config.handshake_limits) {
             Ok(Some(parsed)) => break parsed,
             Ok(None) => {}
-            Err(e) => return Err(Error::Handshake(e.to_string())),
+            Err(e) => return Err(e.into()),
         }
         if stream.read_buf(&mut buf).await? == 0 {
             return Err(Error::Handshake(
@@ -155,8 +155,7 @@ where
     } else {
         &[]
     };
-    let negotiated = validate_response(&response, &key, &config.subprotocols, offered)
-        .map_err(|e| Error::Handshake(e.to_string()))?;
+    let negotiated = validate_response(&response, &key, &config.subprotocols, offered)?;
     let mut conn = Connection::new(
         Role::Client,
         config.protocol.clone(),
@@ -170,6 +169,7 @@ where
             conn.set_deflate(DeflateCodec::new(agreed, &config.deflate));
         }
     }
-    let ws = WebSocket::from_connection(stream, conn, &buf[consumed..]);
+    let ws = WebSocket::from_connection(stream, conn, &buf[consumed..])
+        .with_subprotocol(negotiated.protocol.clone());
     Ok((ws, negotiated))
 }

@@ -16,9 +16,25 @@ pub enum Error {
     /// The application asked for something the protocol does not allow now.
     #[error("cannot send: {0}")]
     Send(#[from] SendError),
-    /// The opening handshake failed.
+    /// The client's upgrade request was invalid (server side); it was answered with the HTTP
+    /// status the error maps to.
+    #[error("invalid upgrade request: {0}")]
+    BadRequest(#[from] duplex_proto::handshake::HandshakeError),
+    /// The server's handshake response was refused (client side), e.g. a non-101 status.
+    #[error("handshake refused: {0}")]
+    BadResponse(#[from] duplex_proto::handshake::ClientHandshakeError),
+    /// The handshake could not be built (invalid header name/value, subprotocol...), or the
+    /// extension negotiation failed.
     #[error("handshake failed: {0}")]
     Handshake(String),
+    /// The application (server side) refused the upgrade request with this HTTP status.
+    #[error("upgrade refused with HTTP {status}: {reason}")]
+    Rejected {
+        /// The HTTP status sent.
+        status: u16,
+        /// Why.
+        reason: String,
+    },
     /// The opening handshake did not finish in time.
     #[error("handshake timed out after {0:?}")]
     HandshakeTimeout(std::time::Duration),

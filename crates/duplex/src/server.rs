@@ -5,7 +5,8 @@ use crate::websocket::WebSocket;
 use bytes::BytesMut;
 use duplex_proto::deflate::{negotiate_server, DeflateCodec, DeflateConfig};
 use duplex_proto::handshake::{
-    accept_response, parse_request, select_protocol, validate_request, Accept, HandshakeLimits,
+    accept_response, parse_request, reject_response, select_protocol, validate_request, Accept,
+    HandshakeLimits, Request,
 };
 use duplex_proto::{Config, Connection, Role};
 use std::time::Duration;
@@ -38,6 +39,28 @@ impl Default for ServerConfig {
     }
 }
 
+/// An application's refusal of an upgrade request (e.g. a bad `Origin` or missing auth).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// HTTP status, e.g. 403.
+    pub status: u16,
+    /// Plain-text body explaining why.
+    pub body: String,
+    /// Extra response headers (e.g. `WWW-Authenticate`).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Rejection {
+    /// A rejection with this status and explanation.
+    pub fn new(status: u16, body: impl Into<String>) -> Self {
+        Rejection {
+            status,
+            body: body.into(),
+            headers: Vec::new(),
+        }
+    }
+}
+
 /// Runs the server side of the opening handshake on `stream` and returns the connection.
 ///
 /// A bad request is answered with the HTTP status its error maps to (400, 405, 426, 431)
@@ -46,14 +69,42 @@ pub async fn accept<S>(stream: S, config: &ServerConfig) -> Result<WebSocket<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    tokio::time::timeout(config.handshake_timeout, accept_inner(stream, config))
-        .await
-        .map_err(|_| Error::HandshakeTimeout(config.handshake_timeout))?
+    accept_with(stream, config, |_| Ok(Vec::new())).await
 }
 
-async fn accept_inner<S>(mut stream: S, config: &ServerConfig) -> Result<WebSocket<S>>
+/// Like [`accept`], letting the application inspect the request (path, `Origin`, cookies...)
+/// once it is a valid upgrade: return extra response headers to accept, or a [`Rejection`]
+/// to answer with that status (the error then names it).
+///
+/// ```no_run
+/// # async fn demo(stream: tokio::net::TcpStream) -> duplex::Result<()> {
+/// use duplex::server::{accept_with, Rejection, ServerConfig};
+/// let ws = accept_with(stream, &ServerConfig::default(), |request| {
+///     match request.origin() {
+///         Some("https://example.com") => Ok(Vec::new()),
+///         _ => Err(Rejection::new(403, "origin not allowed")),
+///     }
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub async fn accept_with<S, F>(stream: S, config: &ServerConfig, decide: F) -> Result<WebSocket<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(&Request) -> std::result::Result<Vec<(String, String)>, Rejection>,
+{
+    tokio::time::timeout(
+        config.handshake_timeout,
+        accept_inner(stream, config, decide),
+    )
+    .await
+    .map_err(|_| Error::HandshakeTimeout(config.handshake_timeout))?
+}
+
+async fn accept_inner<S, F>(mut stream: S, config: &ServerConfig, decide: F) -> Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(&Request) -> std::result::Result<Vec<(String, String)>, Rejection>,
 {
     let mut buf = BytesMut::with_capacity(1024);
     let (request, consumed) = loop {
@@ -63,7 +114,7 @@ where
             Err(e) => {
                 let _ = stream.write_all(&e.to_response()).await;
                 let _ = stream.shutdown().await;
-                return Err(Error::Handshake(e.to_string()));
+                return Err(e.into());
             }
         }
         if stream.read_buf(&mut buf).await? == 0 {
@@ -77,7 +128,20 @@ where
         Err(e) => {
             let _ = stream.write_all(&e.to_response()).await;
             let _ = stream.shutdown().await;
-            return Err(Error::Handshake(e.to_string()));
+            return Err(e.into());
+        }
+    };
+    let extra_headers = match decide(&request) {
+        Ok(headers) => headers,
+        Err(rejection) => {
+            let response = reject_response(rejection.status, &rejection.body, &rejection.headers)
+                .map_err(|e| Error::Handshake(e.to_string()))?;
+            let _ = stream.write_all(&response).await;
+            let _ = stream.shutdown().await;
+            return Err(Error::Rejected {
+                status: rejection.status,
+                reason: rejection.body,
+            });
         }
     };
     let supported: Vec<&str> = config.subprotocols.iter().map(String::as_str).collect();
@@ -89,7 +153,7 @@ where
     let accept = Accept {
         protocol: select_protocol(&offer.protocols, &supported).map(str::to_owned),
         extensions: deflate.iter().map(|(_, ext)| ext.clone()).collect(),
-        ..Accept::default()
+        headers: extra_headers,
     };
     let response = accept_response(&offer, &accept).map_err(|e| Error::Handshake(e.to_string()))?;
     stream.write_all(&response).await?;
@@ -101,5 +165,8 @@ where
     if let Some((agreed, _)) = deflate {
         conn.set_deflate(DeflateCodec::new(agreed, &config.deflate));
     }
-    Ok(WebSocket::from_connection(stream, conn, &buf[consumed..]))
+    Ok(
+        WebSocket::from_connection(stream, conn, &buf[consumed..])
+            .with_subprotocol(accept.protocol),
+    )
 }

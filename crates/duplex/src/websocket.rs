@@ -41,6 +41,7 @@ pub struct WebSocket<S> {
     conn: Connection,
     driver: Driver,
     write_buffer_limit: usize,
+    subprotocol: Option<String>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
@@ -61,7 +62,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             conn,
             driver: Driver::new(pending_error),
             write_buffer_limit: DEFAULT_WRITE_BUFFER_LIMIT,
+            subprotocol: None,
         }
+    }
+
+    /// Records the subprotocol agreed in the handshake (see [`subprotocol`](Self::subprotocol)).
+    pub fn with_subprotocol(mut self, protocol: Option<String>) -> Self {
+        self.subprotocol = protocol;
+        self
+    }
+
+    /// The subprotocol agreed in the opening handshake, if any.
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.subprotocol.as_deref()
     }
 
     /// The protocol state machine (read-only).
