@@ -204,17 +204,16 @@ def judge(case_id, entry, allow_unimpl_deflate):
 
 
 def case_detail(report_dir, entry):
-    """result/resultClose texts from the per-case report, if readable."""
+    """(path, per-case report dict or {}) for an index.json entry."""
     rf = entry.get("reportfile") if entry else None
     if not rf:
-        return None, None, None
+        return None, {}
     path = os.path.join(report_dir, rf)
     try:
         with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-        return path, d.get("result"), d.get("resultClose")
+            return path, json.load(f)
     except (OSError, ValueError):
-        return path, None, None
+        return path, {}
 
 
 class SideResult:
@@ -292,14 +291,21 @@ def print_side(res, out):
             print("FAIL %s %s: missing from index.json (case never ran or never finished)" % (res.side, cid), file=out)
             print("    description: %s" % desc, file=out)
             continue
-        path, result, result_close = case_detail(res.report_dir, entry)
+        path, d = case_detail(res.report_dir, entry)
         print("FAIL %s %s: behavior=%s behaviorClose=%s (%s)" % (
             res.side, cid, entry.get("behavior"), entry.get("behaviorClose"), cat), file=out)
         print("    description: %s" % desc, file=out)
-        if result:
-            print("    result: %s" % result, file=out)
-        if result_close:
-            print("    resultClose: %s" % result_close, file=out)
+        exp = res.cases.get(cid, {}).get("expectation")
+        if exp:
+            print("    expected: %s" % exp, file=out)
+        if d.get("result"):
+            print("    result: %s" % d["result"], file=out)
+        if d.get("resultClose"):
+            print("    resultClose: %s" % d["resultClose"], file=out)
+        if d:
+            print("    testee close: code=%s reason=%r; wstest close: code=%s; clean=%s, dropped by wstest=%s" % (
+                d.get("remoteCloseCode"), d.get("remoteCloseReason"), d.get("localCloseCode"),
+                d.get("wasClean"), d.get("droppedByMe")), file=out)
         print("    report: %s" % (path or "(none)"), file=out)
     if res.unexpected:
         print("NOTE %s: %d case(s) in index.json not in the expected set (not graded): %s" % (
@@ -342,8 +348,8 @@ def render_side_md(res, grade_cmd, allow):
         lines.append("- Command: `%s`" % ri["command"])
     if grade_cmd != ri.get("command"):
         lines.append("- Grading command: `%s`" % grade_cmd)
-    if ri.get("testee_cmd"):
-        lines.append("- Testee: `%s`" % ri["testee_cmd"])
+    if ri.get("testee_cmd_template") or ri.get("testee_cmd"):
+        lines.append("- Testee: `%s`" % (ri.get("testee_cmd_template") or ri["testee_cmd"]))
     if ri.get("wstest_version"):
         lines.append("- wstest: %s" % ri["wstest_version"])
     lines.append("- Agent: `%s`; deflate UNIMPLEMENTED allowed: %s" % (res.agent, "yes" if allow else "no"))
@@ -514,7 +520,9 @@ def main(argv=None):
         print("autobahn: %d passed, %d failed" % (total_p, total_f), file=out)
 
     if args.markdown:
-        grade_cmd = args.command or " ".join(shlex.quote(a) for a in ["python3", os.path.relpath(os.path.abspath(__file__), os.getcwd())] + sys.argv[1:])
+        me = os.path.abspath(__file__)
+        me = os.path.relpath(me, REPO) if me.startswith(REPO + os.sep) else me
+        grade_cmd = args.command or " ".join(shlex.quote(a) for a in ["python3", me] + sys.argv[1:])
         update_markdown(args.markdown, {r.side: render_side_md(r, grade_cmd, args.allow_unimplemented_deflate) for r in results})
         print("grade.py: wrote %s (%s)" % (args.markdown, ", ".join(r.side for r in results)), file=sys.stderr)
 

@@ -164,9 +164,12 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 LAST_PID=""
-start_bg() {  # start_bg LOGFILE CMD... ; sets LAST_PID
-  local logf="$1"; shift
-  ( cd "$OUT" && exec timeout -k 5 "$(remaining)" "$@" ) >"$logf" 2>&1 </dev/null &
+start_bg() {  # start_bg EXTRA_SECS LOGFILE CMD... ; sets LAST_PID
+  # runs CMD under `timeout` for the remaining budget + EXTRA_SECS (the
+  # process that serves the other one outlives it, so a budget overrun is
+  # blamed on the right process and partial reports can still be written).
+  local extra="$1" logf="$2"; shift 2
+  ( cd "$OUT" && exec timeout -k 5 "$(( $(remaining) + extra ))" "$@" ) >"$logf" 2>&1 </dev/null &
   LAST_PID=$!
   PIDS+=("$LAST_PID")
 }
@@ -239,17 +242,17 @@ log "testee: $CMD"
 T0=$SECONDS
 TESTEE_RC=""
 if [[ "$SIDE" == server ]]; then
-  start_bg "$OUT/testee.log" bash -c "exec $CMD"
+  start_bg 30 "$OUT/testee.log" bash -c "$CMD"
   TPID="$LAST_PID"
   rc=0; wait_port "$PORT" "$TPID" || rc=$?
   if [[ "$rc" == 2 ]]; then tail -n 20 "$OUT/testee.log" >&2 || true; die "testee server exited before listening on $PORT (log: $OUT/testee.log)"; fi
   if [[ "$rc" != 0 ]]; then tail -n 20 "$OUT/testee.log" >&2 || true; die "testee server did not listen on $PORT within ${READY_TIMEOUT}s (log: $OUT/testee.log)"; fi
   log "testee server ready after $((SECONDS - T0))s; running wstest -m fuzzingclient ..."
-  start_bg "$OUT/wstest.log" "$WSTEST" -m fuzzingclient -s "$SPEC"
+  start_bg 0 "$OUT/wstest.log" "$WSTEST" -m fuzzingclient -s "$SPEC"
   WPID="$LAST_PID"
   wrc=0; wait "$WPID" || wrc=$?
-  if [[ "$wrc" == 124 || "$wrc" == 137 ]]; then
-    fail_harness "wstest fuzzingclient hit the ${TOTAL_TIMEOUT}s run budget and was killed"
+  if [[ ( "$wrc" == 124 || "$wrc" == 137 ) && "$SECONDS" -ge $((DEADLINE - 2)) ]]; then
+    fail_harness "wstest fuzzingclient hit the ${TOTAL_TIMEOUT}s run budget and was killed (it writes no report then; raise --timeout)"
   elif [[ "$wrc" != 0 ]]; then
     fail_harness "wstest fuzzingclient exited with code $wrc (log: $OUT/wstest.log)"
   fi
@@ -263,16 +266,16 @@ if [[ "$SIDE" == server ]]; then
   fi
   stop_group "$TPID"
 else
-  start_bg "$OUT/wstest.log" "$WSTEST" -m fuzzingserver -s "$SPEC" -u 0
+  start_bg 120 "$OUT/wstest.log" "$WSTEST" -m fuzzingserver -s "$SPEC" -u 0
   WPID="$LAST_PID"
   rc=0; wait_port "$PORT" "$WPID" || rc=$?
   if [[ "$rc" != 0 ]]; then tail -n 20 "$OUT/wstest.log" >&2 || true; die "wstest fuzzingserver did not listen on $PORT within ${READY_TIMEOUT}s (log: $OUT/wstest.log)"; fi
   log "wstest fuzzingserver ready after $((SECONDS - T0))s; running the testee client ..."
-  start_bg "$OUT/testee.log" bash -c "exec $CMD"
+  start_bg 0 "$OUT/testee.log" bash -c "$CMD"
   TPID="$LAST_PID"
   trc=0; wait "$TPID" || trc=$?
   TESTEE_RC="$trc"
-  if [[ "$trc" == 124 || "$trc" == 137 ]]; then
+  if [[ ( "$trc" == 124 || "$trc" == 137 ) && "$SECONDS" -ge $((DEADLINE - 2)) ]]; then
     fail_harness "testee client hit the ${TOTAL_TIMEOUT}s run budget and was killed (log: $OUT/testee.log)"
   elif [[ "$trc" != 0 ]]; then
     fail_harness "testee client exited with code $trc (log: $OUT/testee.log)"
@@ -309,6 +312,7 @@ info = {
   "side": "$SIDE",
   "command": $(json_str "$RUN_CMD"),
   "testee_cmd": $(json_str "$CMD"),
+  "testee_cmd_template": $(json_str "$TESTEE_CMD"),
   "testee_exit": ${TESTEE_RC:-None},
   "wstest_version": $(json_str "$WSTEST_VERSION"),
   "agent": "$AGENT",
