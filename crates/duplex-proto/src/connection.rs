@@ -24,6 +24,7 @@ use crate::error::{ProtocolError, SendError};
 use crate::frame::{parse_header, FrameHeader, OpCode, RSV1};
 use crate::mask::apply_mask;
 use crate::message::{Message, Utf8Bytes};
+use crate::prepared::PreparedMessage;
 use crate::transmit::TransmitQueue;
 use crate::utf8::Utf8Validator;
 use crate::Role;
@@ -363,6 +364,27 @@ impl Connection {
             _ => self.push_frame(opcode, true, payload),
         }
         Ok(())
+    }
+
+    /// Queues a message encoded once for many connections (see [`PreparedMessage`]). A server
+    /// connection writes the shared bytes when they fit its deflate settings; otherwise (and on
+    /// a client, which must mask every frame) the message is encoded as by [`send`](Self::send).
+    pub fn send_prepared(&mut self, prepared: &PreparedMessage) -> Result<(), SendError> {
+        self.check_can_send_data()?;
+        if self.sending.is_some() {
+            return Err(SendError::FragmentedMessageInProgress);
+        }
+        let shared = match self.role {
+            Role::Server => prepared.frame_for(self.deflate.as_deref().map(DeflateCodec::agreed)),
+            Role::Client => None,
+        };
+        match shared {
+            Some(frame) => {
+                self.out.push_encoded(frame);
+                Ok(())
+            }
+            None => self.send(prepared.message().clone()),
+        }
     }
 
     /// Queues one fragment of a message sent in pieces (RFC 6455 §5.4): the first call opens a

@@ -35,6 +35,7 @@ pub mod error;
 pub mod frame;
 pub mod mask;
 pub mod message;
+pub mod prepared;
 pub mod transmit;
 pub mod utf8;
 

@@ -54,6 +54,20 @@ impl TransmitQueue {
         }
     }
 
+    /// Queues bytes that are already an encoded frame (shared across connections): small ones
+    /// are copied next to what is queued, large ones queued by reference.
+    pub(crate) fn push_encoded(&mut self, frame: &Bytes) {
+        self.len += frame.len();
+        if frame.len() <= INLINE_PAYLOAD_MAX {
+            self.tail.extend_from_slice(frame);
+        } else {
+            if !self.tail.is_empty() {
+                self.chunks.push_back(self.tail.split().freeze());
+            }
+            self.chunks.push_back(frame.clone());
+        }
+    }
+
     /// Takes the next contiguous chunk to write, if any.
     pub fn pop_chunk(&mut self) -> Option<Bytes> {
         let chunk = match self.chunks.pop_front() {

@@ -427,16 +427,19 @@ fn inflate_some(
 /// `limit` (the caller guarantees `out.len() + additional <= limit`).
 ///
 /// `BytesMut::reserve` may double the capacity beyond what was asked, which could reach
-/// twice the message limit; an exact allocation keeps the bound.
+/// twice the message limit, and copying into a fresh buffer would hold old and new at once
+/// (1.5x the limit). Growing the underlying `Vec` exactly lets the allocator extend a large
+/// block in place (`mremap`), so the peak stays at the limit.
 fn reserve_within(out: &mut BytesMut, additional: usize, limit: usize) {
     let needed = out.len().saturating_add(additional);
     if out.capacity() >= needed {
         return;
     }
     let target = out.capacity().saturating_mul(2).min(limit).max(needed);
-    let mut grown = BytesMut::with_capacity(target);
-    grown.extend_from_slice(out);
-    *out = grown;
+    // Zero-copy when `out` owns its whole allocation (the usual case); a copy otherwise.
+    let mut vec: Vec<u8> = std::mem::take(out).into();
+    vec.reserve_exact(target - vec.len());
+    *out = BytesMut::from(bytes::Bytes::from(vec));
 }
 
 /// Starts a new raw stream after a block with BFINAL set, primed with the current message's
