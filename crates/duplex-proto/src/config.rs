@@ -30,6 +30,11 @@ pub struct Config {
     pub pong_timeout: Duration,
     /// Answer pings with pongs automatically (§5.5.2). Default `true`.
     pub auto_pong: bool,
+    /// Close with 1001 ("idle timeout") after this long without a message either way
+    /// (control frames do not count). Received messages are timed exactly; a sent one is
+    /// noticed at the next timer check, so a connection that only sends closes between one and
+    /// two timeouts after its last message. Default `None` (off).
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -41,6 +46,7 @@ impl Default for Config {
             ping_interval: None,
             pong_timeout: Duration::from_secs(20),
             auto_pong: true,
+            idle_timeout: None,
         }
     }
 }

@@ -151,7 +151,18 @@ pub struct Connection {
     data_rsv_allowed: u8,
     /// permessage-deflate state, when negotiated (boxed: most connections go without).
     deflate: Option<Box<DeflateCodec>>,
+    /// Answer to the latest ping, held back while the peer is not reading what we send.
+    pending_pong: Option<Bytes>,
+    /// When a message was last received (for `idle_timeout`).
+    last_message_at: Instant,
+    /// A message was sent since the last timer check (sends take no `now`).
+    sent_since_timer: bool,
 }
+
+/// While more than this many bytes wait to be written, pings are answered only once (for the
+/// latest ping, RFC 6455 §5.5.3), so a peer that floods pings and never reads cannot grow our
+/// output without bound.
+const PONG_BACKLOG_LIMIT: usize = 64 * 1024;
 
 /// Input buffers that grew past this while holding a large frame are released once empty, so an
 /// idle connection does not keep the memory of its largest message.
@@ -185,6 +196,9 @@ impl Connection {
             send_utf8: Utf8Validator::default(),
             data_rsv_allowed: 0,
             deflate: None,
+            pending_pong: None,
+            last_message_at: now,
+            sent_since_timer: false,
         }
     }
 
@@ -305,17 +319,30 @@ impl Connection {
 
     /// The next chunk of bytes to write, if any.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.release_pong();
         self.out.pop_chunk()
     }
 
     /// Everything waiting to be written, as a [`Buf`] for vectored writes.
     pub fn transmit_queue(&mut self) -> &mut TransmitQueue {
+        self.release_pong();
         &mut self.out
     }
 
     /// Bytes waiting to be written (for backpressure).
     pub fn pending_transmit(&self) -> usize {
         self.out.len()
+    }
+
+    /// Queues the held-back pong once the output has room for it.
+    fn release_pong(&mut self) {
+        if self.out.len() < PONG_BACKLOG_LIMIT {
+            if let Some(payload) = self.pending_pong.take() {
+                if self.state == State::Open {
+                    self.push_frame(OpCode::Pong, true, payload);
+                }
+            }
+        }
     }
 
     /// Queues a text message.
@@ -381,6 +408,7 @@ impl Connection {
         match shared {
             Some(frame) => {
                 self.out.push_encoded(frame);
+                self.sent_since_timer = true;
                 Ok(())
             }
             None => self.send(prepared.message().clone()),
@@ -468,6 +496,7 @@ impl Connection {
         if self.state == State::Open {
             consider(self.next_ping);
             consider(self.pong_deadline);
+            consider(self.config.idle_timeout.map(|t| self.last_message_at + t));
         }
         if !self.close_timed_out && !self.eof_received {
             consider(self.close_deadline);
@@ -498,6 +527,16 @@ impl Connection {
         if let Some(deadline) = self.pong_deadline {
             if now >= deadline {
                 return Err(self.fail(ProtocolError::PongTimeout(self.config.pong_timeout), now));
+            }
+        }
+        if let Some(idle) = self.config.idle_timeout {
+            if std::mem::take(&mut self.sent_since_timer) {
+                self.last_message_at = self.last_message_at.max(now);
+            }
+            if now >= self.last_message_at + idle {
+                // Not a failure: an orderly close of a connection nobody uses (1001).
+                let _ = self.close(CloseCode::GOING_AWAY, "idle timeout", now);
+                return Ok(());
             }
         }
         if let Some(at) = self.next_ping {
@@ -565,7 +604,7 @@ impl Connection {
             let complete = if frame.header.opcode.is_control() {
                 self.advance_control_frame(frame, now)
             } else {
-                self.advance_data_frame(frame)
+                self.advance_data_frame(frame, now)
             };
             match complete {
                 Ok(true) => {}
@@ -630,7 +669,11 @@ impl Connection {
 
     /// Unmasks and validates what arrived of a data frame; on completion hands the payload on.
     /// Returns whether the frame is complete.
-    fn advance_data_frame(&mut self, mut frame: InFrame) -> Result<bool, ProtocolError> {
+    fn advance_data_frame(
+        &mut self,
+        mut frame: InFrame,
+        now: Instant,
+    ) -> Result<bool, ProtocolError> {
         let kind = match (frame.header.opcode, &self.message) {
             (OpCode::Text, _) => MessageKind::Text,
             (OpCode::Binary, _) => MessageKind::Binary,
@@ -701,6 +744,7 @@ impl Connection {
             }
             MessageKind::Binary => Message::Binary(data),
         };
+        self.last_message_at = now;
         self.push_event(Event::Message(message));
         Ok(true)
     }
@@ -723,7 +767,10 @@ impl Connection {
         match frame.header.opcode {
             OpCode::Ping => {
                 if self.config.auto_pong && self.state == State::Open {
-                    self.push_frame(OpCode::Pong, true, payload.clone());
+                    // Replaces an older unanswered ping's pong (§5.5.3 allows answering only
+                    // the latest); released at once unless the output is backed up.
+                    self.pending_pong = Some(payload.clone());
+                    self.release_pong();
                 }
                 self.push_event(Event::Ping(payload));
             }
@@ -832,6 +879,9 @@ impl Connection {
     }
 
     fn push_frame_rsv(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Bytes) {
+        if !opcode.is_control() {
+            self.sent_since_timer = true;
+        }
         let mask = match self.role {
             Role::Client => Some(rand::random::<[u8; 4]>()),
             Role::Server => None,

@@ -579,3 +579,92 @@ fn a_message_before_the_peer_close_can_still_be_answered() {
     assert!(matches!(s.poll_event(), Some(Event::Close(Some(_)))));
     assert_eq!(sent(&mut s), vec![0x82, 1, b'x', 0x88, 2, 0x03, 0xe8]);
 }
+
+#[test]
+fn ping_flood_from_a_peer_that_never_reads_keeps_output_bounded() {
+    let (mut s, now) = server();
+    // Fill the output as a peer that never reads would leave it.
+    for _ in 0..20 {
+        s.send_binary(vec![0u8; 4096]).unwrap();
+    }
+    let backlog = s.pending_transmit();
+    for i in 0..100_000u32 {
+        s.receive_data(&client_frame(true, 0, OpCode::Ping, &i.to_be_bytes()), now)
+            .unwrap();
+        while s.poll_event().is_some() {}
+    }
+    assert!(
+        s.pending_transmit() <= backlog + 64 * 1024,
+        "output grew to {}",
+        s.pending_transmit()
+    );
+    // Once the peer reads, the latest ping is answered.
+    let bytes = sent(&mut s);
+    let tail = &bytes[bytes.len() - 6..];
+    assert_eq!(tail, &[0x8a, 4, 0, 1, 0x86, 0x9f], "pong for ping 99999");
+}
+
+#[test]
+fn every_ping_is_answered_when_the_peer_reads() {
+    let (mut s, now) = server();
+    let mut pongs = 0;
+    for i in 0..10u8 {
+        s.receive_data(&client_frame(true, 0, OpCode::Ping, &[i]), now)
+            .unwrap();
+        let bytes = sent(&mut s);
+        assert_eq!(bytes, vec![0x8a, 1, i]);
+        pongs += 1;
+    }
+    assert_eq!(pongs, 10);
+}
+
+#[test]
+fn idle_timeout_closes_with_1001() {
+    let now = Instant::now();
+    let config = Config {
+        idle_timeout: Some(Duration::from_secs(30)),
+        ..Config::default()
+    };
+    let mut s = Connection::new(Role::Server, config, now);
+    let later = now + Duration::from_secs(20);
+    s.receive_data(&client_frame(true, 0, OpCode::Text, b"hi"), later)
+        .unwrap();
+    assert_eq!(
+        s.poll_timeout(),
+        Some(later + Duration::from_secs(30)),
+        "a received message re-arms it"
+    );
+    // Pings do not count as activity.
+    s.receive_data(
+        &client_frame(true, 0, OpCode::Ping, b""),
+        later + Duration::from_secs(29),
+    )
+    .unwrap();
+    let deadline = s.poll_timeout().unwrap();
+    assert_eq!(deadline, later + Duration::from_secs(30));
+    s.handle_timeout(deadline).unwrap();
+    assert_eq!(s.state(), State::Closing);
+    assert_eq!(sent_close_code(&sent(&mut s)), Some(1001));
+}
+
+#[test]
+fn idle_timeout_counts_sent_messages() {
+    let now = Instant::now();
+    let config = Config {
+        idle_timeout: Some(Duration::from_secs(30)),
+        ..Config::default()
+    };
+    let mut s = Connection::new(Role::Server, config, now);
+    s.send_text("still here").unwrap();
+    let first = s.poll_timeout().unwrap();
+    s.handle_timeout(first).unwrap();
+    assert_eq!(
+        s.state(),
+        State::Open,
+        "a send since the last check keeps it open"
+    );
+    let second = s.poll_timeout().unwrap();
+    assert_eq!(second, first + Duration::from_secs(30));
+    s.handle_timeout(second).unwrap();
+    assert_eq!(s.state(), State::Closing);
+}
