@@ -17,6 +17,9 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "rustdoc (warnings are errors)"
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked
+
 step "unit, property and integration tests"
 cargo test --workspace --locked
 

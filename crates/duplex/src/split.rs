@@ -212,6 +212,17 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
         self.flush().await
     }
 
+    /// Sends a message encoded once for many connections (see
+    /// [`PreparedMessage`](duplex_proto::prepared::PreparedMessage)) and waits until written.
+    pub async fn send_prepared(
+        &mut self,
+        prepared: &duplex_proto::prepared::PreparedMessage,
+    ) -> Result<()> {
+        poll_fn(|cx| self.poll_write_ready(cx)).await?;
+        self.shared.lock().conn.send_prepared(prepared)?;
+        self.flush().await
+    }
+
     /// Queues a message without waiting, unless the write buffer limit is reached:
     /// `Err(TrySendError::Full(message))` then hands it back (a server may close a slow
     /// consumer with 1008 instead of waiting).

@@ -150,6 +150,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.flush().await
     }
 
+    /// Sends a message encoded once for many connections (see
+    /// [`PreparedMessage`](duplex_proto::prepared::PreparedMessage)) and waits until written.
+    pub async fn send_prepared(
+        &mut self,
+        prepared: &duplex_proto::prepared::PreparedMessage,
+    ) -> Result<()> {
+        self.conn.send_prepared(prepared)?;
+        self.flush().await
+    }
+
     /// Queues a message, waiting only while more than the write buffer limit is queued.
     /// Pair with [`flush`](Self::flush).
     ///
