@@ -110,7 +110,11 @@ pub async fn connect(
     config: &ClientConfig,
 ) -> Result<(WebSocket<TcpStream>, Negotiated)> {
     let target = Target::parse(url)?;
-    if url.trim_start().get(..4).is_some_and(|s| s.eq_ignore_ascii_case("wss:")) {
+    if url
+        .trim_start()
+        .get(..4)
+        .is_some_and(|s| s.eq_ignore_ascii_case("wss:"))
+    {
         return Err(Error::Url(
             "wss:// needs TLS: use client::connect_tls (feature \"rustls\")".into(),
         ));
@@ -149,7 +153,10 @@ pub async fn connect_tls(
 ) -> Result<(WebSocket<crate::tls::MaybeTlsStream<TcpStream>>, Negotiated)> {
     use crate::tls::MaybeTlsStream;
     let target = Target::parse(url)?;
-    let secure = url.trim_start().get(..4).is_some_and(|s| s.eq_ignore_ascii_case("wss:"));
+    let secure = url
+        .trim_start()
+        .get(..4)
+        .is_some_and(|s| s.eq_ignore_ascii_case("wss:"));
     let tls_config = match (&config.tls, secure) {
         (_, false) => None,
         (Some(tls), true) => Some(tls.clone()),

@@ -350,7 +350,9 @@ pub(crate) fn error_hint(e: &rustls::Error) -> &'static str {
              to trust a private CA, put a config from `tls::client_config_with_roots` in \
              `ClientConfig::tls`)"
         }
-        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+        rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ) => {
             " (the server's certificate does not name the host in the URL; connect with a \
              host name the certificate lists)"
         }
@@ -416,7 +418,15 @@ pub enum TlsConfigError {
     },
     /// rustls refused the certificate chain or key, e.g. the key does not belong to the
     /// certificate or its algorithm is not supported.
-    #[error("certificate {cert_file} with key {key_file} cannot be used: {source}")]
+    #[error(
+        "certificate {cert_file} with key {key_file} cannot be used: {source}{}",
+        if matches!(source, rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) {
+            " (the key does not belong to the first certificate: the chain must start with the \
+             server's own certificate, and the key must be that certificate's)"
+        } else {
+            ""
+        }
+    )]
     Refused {
         /// The certificate file.
         cert_file: String,
@@ -542,7 +552,10 @@ mod tests {
     fn missing_files_are_named() {
         let err = load_server_config("/nonexistent/cert.pem", "/nonexistent/key.pem").unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("certificate file /nonexistent/cert.pem"), "{text}");
+        assert!(
+            text.contains("certificate file /nonexistent/cert.pem"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -560,7 +573,10 @@ mod tests {
         let err = server_config_from_pem(cert, enc).unwrap_err().to_string();
         assert!(err.contains("encrypted"), "{err}");
         let err = server_config_from_pem(b"", b"").unwrap_err().to_string();
-        assert!(err.contains("certificate PEM: no certificate found"), "{err}");
+        assert!(
+            err.contains("certificate PEM: no certificate found"),
+            "{err}"
+        );
     }
 
     #[test]

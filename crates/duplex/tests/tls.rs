@@ -4,8 +4,7 @@ use duplex::client::{connect, connect_tls, ClientConfig};
 use duplex::server::ServerConfig;
 use duplex::tls::rustls::{self, RootCertStore};
 use duplex::tls::{
-    accept_tls, client_config_with_roots, load_server_config, server_config_from_pem,
-    TlsAcceptor,
+    accept_tls, client_config_with_roots, load_server_config, server_config_from_pem, TlsAcceptor,
 };
 use duplex::{CloseCode, Error, MaybeTlsStream, Message};
 use rcgen::{
@@ -294,8 +293,12 @@ fn server_config_errors_name_the_file_and_the_problem() {
 
     // A key that does not belong to the certificate.
     let err = load_server_config(&a_cert, &b_key).unwrap_err().to_string();
-    assert!(err.contains("a-cert.pem") && err.contains("b-key.pem"), "{err}");
+    assert!(
+        err.contains("a-cert.pem") && err.contains("b-key.pem"),
+        "{err}"
+    );
     assert!(err.contains("KeyMismatch"), "{err}");
+    assert!(err.contains("does not belong"), "{err}");
 
     // Certificate and key given the wrong way round.
     let err = load_server_config(&a_key, &a_cert).unwrap_err().to_string();

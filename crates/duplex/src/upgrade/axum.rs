@@ -98,7 +98,12 @@ impl WebSocketUpgrade {
 
     /// The subprotocol the response will select with the current settings, if any.
     pub fn selected_protocol(&self) -> Option<&str> {
-        let supported: Vec<&str> = self.config.subprotocols.iter().map(String::as_str).collect();
+        let supported: Vec<&str> = self
+            .config
+            .subprotocols
+            .iter()
+            .map(String::as_str)
+            .collect();
         select_protocol(&self.offer.protocols, &supported)
             .and_then(|chosen| self.offer.protocols.iter().find(|p| *p == chosen))
             .map(String::as_str)

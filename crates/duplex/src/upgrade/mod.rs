@@ -394,7 +394,8 @@ mod tests {
         assert_eq!(resp.headers()["allow"], "GET");
 
         let mut req = good();
-        req.headers_mut().insert("sec-websocket-version", "8".parse().unwrap());
+        req.headers_mut()
+            .insert("sec-websocket-version", "8".parse().unwrap());
         let resp = check(&req).unwrap_err().to_response();
         assert_eq!(resp.status(), StatusCode::UPGRADE_REQUIRED);
         assert_eq!(resp.headers()["sec-websocket-version"], "13");
@@ -407,10 +408,7 @@ mod tests {
 
         let mut req = good();
         *req.version_mut() = Version::HTTP_2;
-        assert!(matches!(
-            check(&req),
-            Err(UpgradeError::NotHttp1 { .. })
-        ));
+        assert!(matches!(check(&req), Err(UpgradeError::NotHttp1 { .. })));
         let mut req = good();
         *req.version_mut() = Version::HTTP_10;
         assert_eq!(check(&req).unwrap_err().status(), StatusCode::BAD_REQUEST);
