@@ -115,7 +115,7 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 pub fn client_config_with_roots(roots: RootCertStore) -> Result<Arc<rustls::ClientConfig>> {
     let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
-        .map_err(TlsConfigError::Client)?
+        .map_err(TlsConfigError::Build)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![ALPN_HTTP_1_1.to_vec()];
@@ -273,7 +273,7 @@ fn server_config_from_named_pem(
     let key = parse_key(key_pem, key_file)?;
     let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
-        .map_err(TlsConfigError::Client)?
+        .map_err(TlsConfigError::Build)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|source| TlsConfigError::Refused {
@@ -437,7 +437,7 @@ pub enum TlsConfigError {
     },
     /// A configuration could not be built from the crypto provider.
     #[error("cannot build the TLS configuration: {0}")]
-    Client(#[source] rustls::Error),
+    Build(#[source] rustls::Error),
     /// The operating system's trust store has no usable certificate.
     #[cfg(feature = "rustls-native-roots")]
     #[error("no usable certificate in the system trust store: {details}")]

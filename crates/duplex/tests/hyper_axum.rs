@@ -187,7 +187,8 @@ async fn hyper_server_refuses_bad_requests_with_the_right_status() {
     let err = connect(&format!("ws://{addr}/elsewhere"), &ClientConfig::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Handshake(_)), "{err:?}");
+    assert!(matches!(err, Error::BadResponse(_)), "{err:?}");
+    assert!(err.to_string().contains("404"), "{err}");
 }
 
 // ---- axum ----
@@ -201,6 +202,7 @@ async fn axum_chat(upgrade: WebSocketUpgrade) -> axum::response::Response {
     let chosen = upgrade.selected_protocol().map(str::to_owned);
     upgrade.on_upgrade(move |mut ws| async move {
         // Tell the client which protocol the handler saw, then echo.
+        assert_eq!(ws.subprotocol(), chosen.as_deref());
         let _ = ws.send(format!("protocol={chosen:?}")).await;
         echo(ws).await;
     })

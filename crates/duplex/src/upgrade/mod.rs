@@ -252,11 +252,9 @@ impl Future for PendingWebSocket {
             conn.set_deflate(DeflateCodec::new(*agreed, deflate_config));
         }
         // hyper replays bytes it read past the request head through `Upgraded` itself.
-        Poll::Ready(Ok(WebSocket::from_connection(
-            TokioIo::new(upgraded),
-            conn,
-            &[],
-        )))
+        let ws = WebSocket::from_connection(TokioIo::new(upgraded), conn, &[])
+            .with_subprotocol(self.accepted.protocol.clone());
+        Poll::Ready(Ok(ws))
     }
 }
 
