@@ -15,13 +15,13 @@ rustc --version
 
 step "format and lints"
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 step "rustdoc (warnings are errors)"
-RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features --locked
 
 step "unit, property and integration tests"
-cargo test --workspace --locked
+cargo test --workspace --all-features --locked
 
 step "release build of the testees"
 cargo build --release --locked -p duplex-cli

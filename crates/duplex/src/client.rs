@@ -29,6 +29,13 @@ pub struct ClientConfig {
     pub handshake_timeout: Duration,
     /// permessage-deflate: offered when `enabled` (off by default: see [`DeflateConfig`]).
     pub deflate: DeflateConfig,
+    /// TLS settings for `wss://` URLs in [`connect_tls`]. `None` (the default) trusts the
+    /// Mozilla roots ([`webpki_client_config`](crate::tls::webpki_client_config)). Set it
+    /// to trust a private CA ([`client_config_with_roots`](crate::tls::client_config_with_roots))
+    /// or the system store. A configuration you build yourself should offer ALPN `http/1.1`
+    /// or nothing.
+    #[cfg(feature = "rustls")]
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ClientConfig {
@@ -40,6 +47,8 @@ impl Default for ClientConfig {
             headers: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
             deflate: DeflateConfig::default(),
+            #[cfg(feature = "rustls")]
+            tls: None,
         }
     }
 }
@@ -101,13 +110,68 @@ pub async fn connect(
     config: &ClientConfig,
 ) -> Result<(WebSocket<TcpStream>, Negotiated)> {
     let target = Target::parse(url)?;
-    if url.starts_with("wss:") {
-        return Err(Error::Url("wss:// needs the TLS connector".into()));
+    if url
+        .trim_start()
+        .get(..4)
+        .is_some_and(|s| s.eq_ignore_ascii_case("wss:"))
+    {
+        return Err(Error::Url(
+            "wss:// needs TLS: use client::connect_tls (feature \"rustls\")".into(),
+        ));
     }
     let timeout = config.handshake_timeout;
     tokio::time::timeout(timeout, async {
         let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
         let _ = stream.set_nodelay(true);
+        handshake(stream, &target, config).await
+    })
+    .await
+    .map_err(|_| Error::HandshakeTimeout(timeout))?
+}
+
+/// Connects to a `wss://` URL over TLS, or to a `ws://` URL over plain TCP, and runs the
+/// opening handshake.
+///
+/// For `wss://` the certificate is checked against [`ClientConfig::tls`] (the Mozilla roots
+/// when `None`) and must be valid for the URL's host, which is also sent as SNI (not for an
+/// IP address). ALPN offers `http/1.1`. TCP connect, TLS and the WebSocket handshake together
+/// must finish within [`ClientConfig::handshake_timeout`]. A certificate or TLS failure is
+/// [`Error::Tls`].
+///
+/// ```no_run
+/// # async fn demo() -> duplex::Result<()> {
+/// use duplex::client::{connect_tls, ClientConfig};
+/// let (mut ws, _) = connect_tls("wss://example.com/chat", &ClientConfig::default()).await?;
+/// ws.send("hello").await?;
+/// println!("{:?}", ws.recv().await);
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "rustls")]
+pub async fn connect_tls(
+    url: &str,
+    config: &ClientConfig,
+) -> Result<(WebSocket<crate::tls::MaybeTlsStream<TcpStream>>, Negotiated)> {
+    use crate::tls::MaybeTlsStream;
+    let target = Target::parse(url)?;
+    let secure = url
+        .trim_start()
+        .get(..4)
+        .is_some_and(|s| s.eq_ignore_ascii_case("wss:"));
+    let tls_config = match (&config.tls, secure) {
+        (_, false) => None,
+        (Some(tls), true) => Some(tls.clone()),
+        (None, true) => Some(crate::tls::webpki_client_config()?),
+    };
+    let timeout = config.handshake_timeout;
+    tokio::time::timeout(timeout, async {
+        let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        let _ = tcp.set_nodelay(true);
+        let stream = match tls_config {
+            Some(tls) => MaybeTlsStream::Tls(Box::new(
+                crate::tls::tls_connect(tcp, &target.host, tls).await?,
+            )),
+            None => MaybeTlsStream::Plain(tcp),
+        };
         handshake(stream, &target, config).await
     })
     .await

@@ -44,6 +44,19 @@ pub enum Error {
     /// The connection is closed; nothing more can be sent or received.
     #[error("connection closed")]
     Closed,
+    /// The TLS handshake failed: e.g. the server's certificate is not trusted or not valid
+    /// for the host name, or the peer sent a TLS alert.
+    #[cfg(feature = "rustls")]
+    #[error("TLS handshake failed: {0}{hint}", hint = crate::tls::error_hint(.0))]
+    Tls(#[source] rustls::Error),
+    /// TLS certificates, keys or trust roots could not be loaded or were refused.
+    #[cfg(feature = "rustls")]
+    #[error(transparent)]
+    TlsConfig(#[from] crate::tls::TlsConfigError),
+    /// hyper could not hand over the connection after the `101 Switching Protocols`.
+    #[cfg(feature = "hyper")]
+    #[error("HTTP upgrade failed: {0}")]
+    Upgrade(#[source] hyper::Error),
 }
 
 /// Result alias.

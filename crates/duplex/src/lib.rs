@@ -9,6 +9,10 @@ mod driver;
 pub mod error;
 pub mod server;
 pub mod split;
+#[cfg(feature = "rustls")]
+pub mod tls;
+#[cfg(feature = "hyper")]
+pub mod upgrade;
 pub mod websocket;
 
 pub use duplex_proto as proto;
@@ -17,4 +21,6 @@ pub use duplex_proto::{
 };
 pub use error::{Error, Result};
 pub use split::{WsReader, WsWriter};
+#[cfg(feature = "rustls")]
+pub use tls::MaybeTlsStream;
 pub use websocket::{TrySendError, WebSocket};
