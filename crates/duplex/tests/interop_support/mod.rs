@@ -155,7 +155,8 @@ pub struct PeerProcess {
     lines: mpsc::UnboundedReceiver<String>,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<String>>,
-    succeeded: bool,
+    /// The peer's output need not be printed again (it passed, or a panic message has it).
+    quiet: bool,
 }
 
 impl PeerProcess {
@@ -196,7 +197,7 @@ impl PeerProcess {
             lines,
             stdout,
             stderr,
-            succeeded: false,
+            quiet: false,
         }
     }
 
@@ -252,15 +253,19 @@ impl PeerProcess {
         let deadline = tokio::time::Instant::now() + STEP;
         loop {
             match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Err(_) => panic!(
-                    "{}: timed out after {STEP:?} waiting for {what}\n{}",
-                    self.label,
-                    self.diagnostics()
-                ),
+                Err(_) => {
+                    self.quiet = true;
+                    panic!(
+                        "{}: timed out after {STEP:?} waiting for {what}\n{}",
+                        self.label,
+                        self.diagnostics()
+                    )
+                }
                 Ok(None) => {
                     // Give the stderr thread a moment to collect the last words.
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     let status = self.exit_status_text();
+                    self.quiet = true;
                     panic!(
                         "{}: exited ({status}) before {what}\n{}",
                         self.label,
@@ -293,6 +298,7 @@ impl PeerProcess {
         };
         let status = self.wait_exit().await;
         if report["ok"] != true || !status.success() {
+            self.quiet = true;
             panic!(
                 "{}: the peer reports a failure ({status}): {}\n{}",
                 self.label,
@@ -300,7 +306,7 @@ impl PeerProcess {
                 self.diagnostics()
             );
         }
-        self.succeeded = true;
+        self.quiet = true;
         eprintln!("{}: ok: {report}", self.label);
         report
     }
@@ -312,6 +318,7 @@ impl PeerProcess {
                 return status;
             }
             if Instant::now() > deadline {
+                self.quiet = true;
                 panic!(
                     "{}: did not exit within {STEP:?} of its report\n{}",
                     self.label,
@@ -343,6 +350,16 @@ impl PeerProcess {
 
 impl Drop for PeerProcess {
     fn drop(&mut self) {
+        if !self.quiet {
+            // Our side gave up first (a failed assertion, a timeout): the peer usually has a
+            // report of its own on the way (our socket is already closed), so let it finish.
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Let the reader threads catch up with the last lines.
+            std::thread::sleep(Duration::from_millis(100));
+        }
         if let Ok(None) = self.child.try_wait() {
             // SIGTERM first: the Chromium driver then closes the browser it launched (which
             // runs in its own process group) before exiting.
@@ -360,7 +377,7 @@ impl Drop for PeerProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        if !self.succeeded {
+        if !self.quiet {
             eprintln!("{}", self.diagnostics());
         }
     }
