@@ -252,6 +252,7 @@ const scenarios = {
   },
 };
 scenarios['deflate-no-takeover'] = scenarios.deflate;
+scenarios['deflate-server-no-takeover'] = scenarios.deflate;
 scenarios['deflate-peer-no-takeover'] = scenarios.deflate;
 const NAMES = [...Object.keys(scenarios), 'reject-origin', 'reject-403'];
 

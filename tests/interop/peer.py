@@ -234,6 +234,7 @@ SCENARIOS = {
     "reject-403": None,  # server only: we refuse the handshake
     "deflate": deflate_dialogue,
     "deflate-no-takeover": deflate_dialogue,
+    "deflate-server-no-takeover": deflate_dialogue,
     "deflate-peer-no-takeover": deflate_dialogue,
 }
 

@@ -45,6 +45,7 @@ enum Scenario {
     Reject403,
     Deflate,
     DeflateNoTakeover,
+    DeflateServerNoTakeover,
     DeflatePeerNoTakeover,
 }
 
@@ -66,6 +67,7 @@ impl Scenario {
             Scenario::Reject403 => "reject-403",
             Scenario::Deflate => "deflate",
             Scenario::DeflateNoTakeover => "deflate-no-takeover",
+            Scenario::DeflateServerNoTakeover => "deflate-server-no-takeover",
             Scenario::DeflatePeerNoTakeover => "deflate-peer-no-takeover",
         }
     }
@@ -73,25 +75,37 @@ impl Scenario {
     fn is_deflate(self) -> bool {
         matches!(
             self,
-            Scenario::Deflate | Scenario::DeflateNoTakeover | Scenario::DeflatePeerNoTakeover
+            Scenario::Deflate
+                | Scenario::DeflateNoTakeover
+                | Scenario::DeflateServerNoTakeover
+                | Scenario::DeflatePeerNoTakeover
         )
     }
 
-    /// Whether both directions run without context takeover (whoever asked for it).
-    fn no_takeover(self) -> bool {
-        matches!(
-            self,
-            Scenario::DeflateNoTakeover | Scenario::DeflatePeerNoTakeover
-        )
+    /// The agreed (server_no_context_takeover, client_no_context_takeover), whoever asked.
+    fn no_takeover(self) -> (bool, bool) {
+        match self {
+            Scenario::DeflateNoTakeover | Scenario::DeflatePeerNoTakeover => (true, true),
+            Scenario::DeflateServerNoTakeover => (true, false),
+            _ => (false, false),
+        }
+    }
+
+    /// What our own side asks for (client) or imposes (server), as (server, client).
+    fn our_no_takeover(self) -> (bool, bool) {
+        match self {
+            Scenario::DeflateNoTakeover | Scenario::DeflateServerNoTakeover => self.no_takeover(),
+            _ => (false, false),
+        }
     }
 }
 
 fn deflate_config(sc: Scenario) -> DeflateConfig {
     DeflateConfig {
         enabled: sc.is_deflate(),
-        // Our side asks for (client) or imposes (server) no context takeover both ways.
-        server_no_context_takeover: sc == Scenario::DeflateNoTakeover,
-        client_no_context_takeover: sc == Scenario::DeflateNoTakeover,
+        // Our side asks for (client) or imposes (server) no context takeover.
+        server_no_context_takeover: sc.our_no_takeover().0,
+        client_no_context_takeover: sc.our_no_takeover().1,
         // Compress even "hello hello hello" and the empty message.
         min_compress_size: 0,
         ..DeflateConfig::default()
@@ -275,11 +289,16 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                 .expect("closing handshake failed");
             let frame = ws.close_frame().expect("the peer answered our close frame");
             // Every peer echoes the code (RFC 6455 §5.5.1 "typically"); asserted to notice changes.
-            assert_eq!(frame.code, CloseCode(4002), "the peer's answering close code");
+            assert_eq!(
+                frame.code,
+                CloseCode(4002),
+                "the peer's answering close code"
+            );
         }
-        Scenario::Deflate | Scenario::DeflateNoTakeover | Scenario::DeflatePeerNoTakeover => {
-            deflate(ws, sc, peer, wire).await
-        }
+        Scenario::Deflate
+        | Scenario::DeflateNoTakeover
+        | Scenario::DeflateServerNoTakeover
+        | Scenario::DeflatePeerNoTakeover => deflate(ws, sc, peer, wire).await,
         Scenario::SubprotocolNone | Scenario::RejectOrigin | Scenario::Reject403 => {
             unreachable!("handshake scenarios are run by the runners")
         }
@@ -372,7 +391,11 @@ async fn ping<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocket<S>, peer: Pe
     }
     assert!(pong, "the peer answered our ping");
     if peer.can_ping() {
-        assert_eq!(pings, [Bytes::from_static(b"peer-ping")], "the peer's pings");
+        assert_eq!(
+            pings,
+            [Bytes::from_static(b"peer-ping")],
+            "the peer's pings"
+        );
     }
     expect_peer_close(ws, 1000).await;
 }
@@ -391,12 +414,17 @@ async fn deflate<S: AsyncRead + AsyncWrite + Unpin>(
         .expect("permessage-deflate negotiated on our side")
         .agreed();
     eprintln!("{peer:?} {}: agreed {agreed:?}", sc.name());
+    let (server, client) = sc.no_takeover();
+    let want = match agreed.role {
+        Role::Server => (server, client),
+        Role::Client => (client, server),
+    };
     assert_eq!(
         (
             agreed.outgoing.no_context_takeover,
             agreed.incoming.no_context_takeover
         ),
-        (sc.no_takeover(), sc.no_takeover()),
+        want,
         "no_context_takeover (outgoing, incoming)"
     );
     if peer == PeerKind::Python && agreed.role == Role::Client {
@@ -416,8 +444,14 @@ async fn deflate<S: AsyncRead + AsyncWrite + Unpin>(
         ("small text", Some(Message::from(SMALL))),
         ("the same small text", Some(Message::from(SMALL))),
         ("empty text", Some(Message::from(""))),
-        ("1 MiB compressible text", Some(Message::from(text_pattern(MIB)))),
-        ("1 MiB compressible binary", Some(Message::from(pattern(MIB)))),
+        (
+            "1 MiB compressible text",
+            Some(Message::from(text_pattern(MIB))),
+        ),
+        (
+            "1 MiB compressible binary",
+            Some(Message::from(pattern(MIB))),
+        ),
         ("256 KiB random binary", None),
     ];
     for (what, want) in expected {
@@ -478,17 +512,23 @@ async fn deflate<S: AsyncRead + AsyncWrite + Unpin>(
 
 // ------------------------------------------------------------------------- the peer's report
 
-/// Checks what the peer reported seeing of us, beyond its own pass/fail.
-fn check_report(sc: Scenario, peer: PeerKind, report: &Value) {
+/// Checks what the peer reported seeing of us, beyond its own pass/fail. `us` is our role.
+fn check_report(sc: Scenario, peer: PeerKind, us: Role, report: &Value) {
     let close = &report["close"];
     match sc {
         Scenario::CloseByPeer => {
             // We echo the code; our answer carries no reason (duplex-proto's choice).
             assert_eq!(close["code"], 4001, "code of our answering close: {report}");
-            assert_eq!(close["reason"], "", "reason of our answering close: {report}");
+            assert_eq!(
+                close["reason"], "",
+                "reason of our answering close: {report}"
+            );
         }
         Scenario::CloseByUs => {
-            assert_eq!(close["code"], 4002, "our close code as seen by the peer: {report}");
+            assert_eq!(
+                close["code"], 4002,
+                "our close code as seen by the peer: {report}"
+            );
             assert_eq!(
                 close["reason"], "bye from duplex",
                 "our close reason as seen by the peer: {report}"
@@ -512,29 +552,47 @@ fn check_report(sc: Scenario, peer: PeerKind, report: &Value) {
         assert_eq!(report["pong_received"], true, "{report}");
     }
     if peer == PeerKind::Node && matches!(sc, Scenario::Ping | Scenario::Fragments) {
-        let want = if sc == Scenario::Ping { "duplex-ping" } else { "mid" };
+        let want = if sc == Scenario::Ping {
+            "duplex-ping"
+        } else {
+            "mid"
+        };
         assert_eq!(report["pings_seen"], serde_json::json!([want]), "{report}");
     }
     if sc.is_deflate() {
-        let on = sc.no_takeover();
+        let (server, client) = sc.no_takeover();
         match peer {
             PeerKind::Python => {
+                // websockets names the directions from its own side.
+                let (local, remote) = match us {
+                    Role::Server => (client, server),
+                    Role::Client => (server, client),
+                };
                 let ext = report["extensions"][0].as_str().unwrap_or_default();
-                for param in ["remote_no_context_takeover", "local_no_context_takeover"] {
-                    let want = format!("{param}={}", if on { "True" } else { "False" });
+                let py = |b: bool| if b { "True" } else { "False" };
+                for want in [
+                    format!("local_no_context_takeover={}", py(local)),
+                    format!("remote_no_context_takeover={}", py(remote)),
+                ] {
                     assert!(ext.contains(&want), "Python's {ext:?} lacks {want}");
                 }
             }
             PeerKind::Node => {
                 let params = &report["deflate_params"];
-                for param in ["server_no_context_takeover", "client_no_context_takeover"] {
+                for (param, on) in [
+                    ("server_no_context_takeover", server),
+                    ("client_no_context_takeover", client),
+                ] {
                     assert_eq!(params[param] == true, on, "Node's {param} in {params}");
                 }
             }
             PeerKind::Chromium => {
                 let ext = report["extensions"].as_str().unwrap_or_default();
                 assert!(ext.starts_with("permessage-deflate"), "{ext:?}");
-                for param in ["server_no_context_takeover", "client_no_context_takeover"] {
+                for (param, on) in [
+                    ("server_no_context_takeover", server),
+                    ("client_no_context_takeover", client),
+                ] {
                     assert_eq!(ext.contains(param), on, "{param} in Chromium's {ext:?}");
                 }
             }
@@ -571,7 +629,7 @@ async fn our_server(peer: PeerKind, sc: Scenario) {
 
         let tcp = tokio::select! {
             accepted = listener.accept() => accepted.unwrap().0,
-            report = proc.next_json("its connection") => {
+            report = proc.next_json_within(START, "its connection") => {
                 panic!("the peer reported before connecting: {report}\n{}", proc.diagnostics())
             }
         };
@@ -615,9 +673,8 @@ async fn our_server(peer: PeerKind, sc: Scenario) {
                 return;
             }
             Scenario::SubprotocolNone => {
-                let mut ws = accepted.unwrap_or_else(|e| {
-                    panic!("handshake failed: {e}\n{}", proc.diagnostics())
-                });
+                let mut ws = accepted
+                    .unwrap_or_else(|e| panic!("handshake failed: {e}\n{}", proc.diagnostics()));
                 assert_eq!(ws.subprotocol(), None, "no common subprotocol");
                 let first = timeout(STEP, ws.next_event())
                     .await
@@ -667,7 +724,7 @@ async fn our_server(peer: PeerKind, sc: Scenario) {
             accepted.unwrap_or_else(|e| panic!("handshake failed: {e}\n{}", proc.diagnostics()));
         converse(&mut ws, sc, peer, &wire).await;
         let report = proc.success().await;
-        check_report(sc, peer, &report);
+        check_report(sc, peer, Role::Server, &report);
     })
     .await
 }
@@ -684,8 +741,7 @@ async fn our_client(peer: PeerKind, sc: Scenario) {
             Scenario::Reject403 => {
                 let err = connect(&url, &config)
                     .await
-                    .err()
-                    .expect("connect must fail on a 403");
+                    .expect_err("connect must fail on a 403");
                 assert!(
                     matches!(
                         err,
@@ -706,7 +762,7 @@ async fn our_client(peer: PeerKind, sc: Scenario) {
                 match peer {
                     // websockets' server refuses a client that offers none of its protocols.
                     PeerKind::Python => {
-                        let err = result.err().expect("the Python server refuses");
+                        let err = result.expect_err("the Python server refuses");
                         assert!(
                             matches!(
                                 err,
@@ -766,7 +822,7 @@ async fn our_client(peer: PeerKind, sc: Scenario) {
             converse(&mut ws, sc, peer, &WireStats::default()).await;
         }
         let report = proc.success().await;
-        check_report(sc, peer, &report);
+        check_report(sc, peer, Role::Client, &report);
         // What the peer's server saw of our request.
         assert_eq!(report["request_path"], format!("/interop/{}", sc.name()));
         if sc == Scenario::Subprotocol {
@@ -774,10 +830,21 @@ async fn our_client(peer: PeerKind, sc: Scenario) {
         }
         if sc.is_deflate() {
             let offer = report["request_extensions"].as_str().unwrap_or_default();
-            assert!(offer.starts_with("permessage-deflate"), "our offer: {offer:?}");
-            let asked = sc == Scenario::DeflateNoTakeover;
-            assert_eq!(offer.contains("server_no_context_takeover"), asked, "{offer:?}");
-            assert_eq!(offer.contains("client_no_context_takeover"), asked, "{offer:?}");
+            assert!(
+                offer.starts_with("permessage-deflate"),
+                "our offer: {offer:?}"
+            );
+            let (server, client) = sc.our_no_takeover();
+            assert_eq!(
+                offer.contains("server_no_context_takeover"),
+                server,
+                "{offer:?}"
+            );
+            assert_eq!(
+                offer.contains("client_no_context_takeover"),
+                client,
+                "{offer:?}"
+            );
         }
     })
     .await
@@ -808,6 +875,7 @@ mod our_server {
             subprotocol_none => SubprotocolNone, close_by_peer => CloseByPeer,
             close_by_us => CloseByUs, reject_origin => RejectOrigin,
             deflate => Deflate, deflate_no_takeover => DeflateNoTakeover,
+            deflate_server_no_takeover => DeflateServerNoTakeover,
             deflate_peer_no_takeover => DeflatePeerNoTakeover,
         );
     }
@@ -820,6 +888,7 @@ mod our_server {
             subprotocol_none => SubprotocolNone, close_by_peer => CloseByPeer,
             close_by_us => CloseByUs, reject_origin => RejectOrigin,
             deflate => Deflate, deflate_no_takeover => DeflateNoTakeover,
+            deflate_server_no_takeover => DeflateServerNoTakeover,
             deflate_peer_no_takeover => DeflatePeerNoTakeover,
         );
     }
@@ -834,6 +903,7 @@ mod our_server {
             subprotocol_none => SubprotocolNone, close_by_peer => CloseByPeer,
             close_by_us => CloseByUs, reject_origin => RejectOrigin,
             deflate => Deflate, deflate_no_takeover => DeflateNoTakeover,
+            deflate_server_no_takeover => DeflateServerNoTakeover,
         );
     }
 }
@@ -850,6 +920,7 @@ mod our_client {
             subprotocol_none => SubprotocolNone, close_by_peer => CloseByPeer,
             close_by_us => CloseByUs, reject_403 => Reject403,
             deflate => Deflate, deflate_no_takeover => DeflateNoTakeover,
+            deflate_server_no_takeover => DeflateServerNoTakeover,
             deflate_peer_no_takeover => DeflatePeerNoTakeover,
         );
     }
@@ -862,6 +933,7 @@ mod our_client {
             subprotocol_none => SubprotocolNone, close_by_peer => CloseByPeer,
             close_by_us => CloseByUs, reject_403 => Reject403,
             deflate => Deflate, deflate_no_takeover => DeflateNoTakeover,
+            deflate_server_no_takeover => DeflateServerNoTakeover,
             deflate_peer_no_takeover => DeflatePeerNoTakeover,
         );
     }

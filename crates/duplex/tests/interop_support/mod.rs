@@ -20,8 +20,10 @@ use tokio::sync::mpsc;
 /// Longest any single wait may take (a message, a handshake, a process start). Generous: the
 /// machine may be a loaded 2-core box running Chromium next to other tests.
 pub const STEP: Duration = Duration::from_secs(25);
+/// Longest a peer may take to start and connect or listen (Chromium's launch is the slow one).
+pub const START: Duration = Duration::from_secs(45);
 /// Backstop for a whole scenario.
-pub const SCENARIO_LIMIT: Duration = Duration::from_secs(75);
+pub const SCENARIO_LIMIT: Duration = Duration::from_secs(100);
 
 // ------------------------------------------------------------------------- test data
 // Must match tests/interop/peer.py, peer.js and web/index.html.
@@ -47,7 +49,9 @@ pub fn bin_b() -> Vec<u8> {
 
 /// Binary test pattern: byte i = (31 i + (i >> 11)) mod 256.
 pub fn pattern(n: usize) -> Vec<u8> {
-    (0..n).map(|i| ((i * 31 + (i >> 11)) & 0xff) as u8).collect()
+    (0..n)
+        .map(|i| ((i * 31 + (i >> 11)) & 0xff) as u8)
+        .collect()
 }
 
 /// ASCII test text: char i = ALPHABET[(7 i + i / 1000) mod 37].
@@ -128,9 +132,15 @@ fn on_path(program: &str) -> Option<PathBuf> {
 fn node() -> PathBuf {
     let node = on_path("node").unwrap_or_else(|| missing("`node` is not on PATH"));
     for module in ["ws", "playwright-core"] {
-        let manifest = interop_dir().join("node_modules").join(module).join("package.json");
+        let manifest = interop_dir()
+            .join("node_modules")
+            .join(module)
+            .join("package.json");
         if !manifest.exists() {
-            missing(&format!("Node module {module} ({} is missing)", manifest.display()));
+            missing(&format!(
+                "Node module {module} ({} is missing)",
+                manifest.display()
+            ));
         }
     }
     node
@@ -203,15 +213,7 @@ impl PeerProcess {
 
     /// The peer's Python or Node client: `client URL --scenario NAME --origin ORIGIN`.
     pub fn client(peer: PeerKind, url: &str, scenario: &str, origin: &str) -> PeerProcess {
-        let args = [
-            "client",
-            url,
-            "--scenario",
-            scenario,
-            "--origin",
-            origin,
-        ]
-        .map(String::from);
+        let args = ["client", url, "--scenario", scenario, "--origin", origin].map(String::from);
         Self::script(peer, &args, scenario)
     }
 
@@ -248,15 +250,20 @@ impl PeerProcess {
         Self::spawn(format!("Chromium {scenario}"), &node, &args)
     }
 
-    /// The next JSON object the peer prints.
+    /// The next JSON object the peer prints, within [`STEP`].
     pub async fn next_json(&mut self, what: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + STEP;
+        self.next_json_within(STEP, what).await
+    }
+
+    /// The next JSON object the peer prints, within `limit`.
+    pub async fn next_json_within(&mut self, limit: Duration, what: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             match tokio::time::timeout_at(deadline, self.lines.recv()).await {
                 Err(_) => {
                     self.quiet = true;
                     panic!(
-                        "{}: timed out after {STEP:?} waiting for {what}\n{}",
+                        "{}: timed out after {limit:?} waiting for {what}\n{}",
                         self.label,
                         self.diagnostics()
                     )
@@ -282,8 +289,12 @@ impl PeerProcess {
 
     /// Server mode: the port the peer bound (its `{"event":"listening"}` line).
     pub async fn listening_port(&mut self) -> u16 {
-        let v = self.next_json("its listening port").await;
-        assert_eq!(v["event"], "listening", "{}: unexpected first report {v}", self.label);
+        let v = self.next_json_within(START, "its listening port").await;
+        assert_eq!(
+            v["event"], "listening",
+            "{}: unexpected first report {v}",
+            self.label
+        );
         v["port"].as_u64().expect("port number") as u16
     }
 
