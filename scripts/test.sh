@@ -20,7 +20,10 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 step "rustdoc (warnings are errors)"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features --locked
 
-step "unit, property and integration tests"
+step "interop peers (Python websockets, Node ws, Chromium)"
+bash tests/interop/install.sh
+
+step "unit, property, integration and interop tests"
 cargo test --workspace --all-features --locked
 
 step "release build of the testees"
