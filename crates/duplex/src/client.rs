@@ -25,6 +25,8 @@ pub struct ClientConfig {
     pub subprotocols: Vec<String>,
     /// Extra request headers.
     pub headers: Vec<(String, String)>,
+    /// The `Origin` header (browsers send one; servers may check it). Default `None`.
+    pub origin: Option<String>,
     /// Time allowed for TCP connect plus the opening handshake. Default 10 s.
     pub handshake_timeout: Duration,
     /// permessage-deflate: offered when `enabled` (off by default: see [`DeflateConfig`]).
@@ -45,6 +47,7 @@ impl Default for ClientConfig {
             handshake_limits: HandshakeLimits::default(),
             subprotocols: Vec::new(),
             headers: Vec::new(),
+            origin: None,
             handshake_timeout: Duration::from_secs(10),
             deflate: DeflateConfig::default(),
             #[cfg(feature = "rustls")]
@@ -192,6 +195,7 @@ where
         path_and_query: target.path_and_query.clone(),
         protocols: config.subprotocols.clone(),
         headers: config.headers.clone(),
+        origin: config.origin.clone(),
         extensions: if config.deflate.enabled {
             vec![client_offer(&config.deflate)]
         } else {
