@@ -30,6 +30,11 @@ pub struct Config {
     pub pong_timeout: Duration,
     /// Answer pings with pongs automatically (§5.5.2). Default `true`.
     pub auto_pong: bool,
+    /// Deliver data messages as [`Event::Chunk`](crate::Event::Chunk) pieces, as their bytes
+    /// arrive (partial frames included), instead of whole messages: memory then stays bounded
+    /// whatever the message size, so `max_frame_size` can be raised freely. `max_message_size`
+    /// still caps a message's total. Default `false`.
+    pub chunked_receive: bool,
     /// Close with 1001 ("idle timeout") after this long without a message either way
     /// (control frames do not count). Received messages are timed exactly; a sent one is
     /// noticed at the next timer check, so a connection that only sends closes between one and
@@ -47,6 +52,7 @@ impl Default for Config {
             pong_timeout: Duration::from_secs(20),
             auto_pong: true,
             idle_timeout: None,
+            chunked_receive: false,
         }
     }
 }

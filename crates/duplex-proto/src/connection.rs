@@ -45,6 +45,17 @@ pub enum Event {
     /// The peer's close frame (`None`: it carried no status code). If we had not sent one, our
     /// answering close frame is already queued.
     Close(Option<CloseFrame>),
+    /// A piece of a data message, with `Config::chunked_receive` on: the pieces of one message
+    /// arrive in order, the last with `fin`. Text is validated as it arrives, but a piece may
+    /// end inside a code point: only the concatenation is guaranteed to be UTF-8.
+    Chunk {
+        /// Text or binary.
+        kind: MessageKind,
+        /// The bytes (inflated if the message was compressed).
+        data: Bytes,
+        /// Last piece of the message.
+        fin: bool,
+    },
 }
 
 /// Where the closing handshake stands.
@@ -85,8 +96,14 @@ pub enum Compression {
 #[derive(Debug, Clone, Copy)]
 struct InFrame {
     header: FrameHeader,
+    /// Payload bytes not yet taken out of the input buffer.
     len: usize,
+    /// Of those, how many (at the start of the input buffer) are unmasked and validated.
     checked: usize,
+    /// Payload bytes already taken (chunked receive), for the masking key's position.
+    offset: usize,
+    /// Message bytes already delivered from this frame (chunked receive, after inflation).
+    delivered: usize,
     compressed: bool,
 }
 
@@ -105,8 +122,10 @@ enum Queued {
 struct InMessage {
     kind: MessageKind,
     compressed: bool,
-    /// The message so far (inflated, if compressed).
+    /// The message so far (inflated, if compressed); empty with chunked receive.
     data: BytesMut,
+    /// Bytes already delivered as chunks (chunked receive).
+    delivered: usize,
 }
 
 /// A WebSocket connection for one role, without I/O.
@@ -593,6 +612,8 @@ impl Connection {
                             header,
                             len,
                             checked: 0,
+                            offset: 0,
+                            delivered: 0,
                             compressed,
                         };
                         self.frame = Some(frame);
@@ -658,7 +679,10 @@ impl Connection {
             OpCode::Continuation => self.message.as_ref().is_some_and(|m| m.compressed),
             _ => h.rsv & RSV1 != 0,
         };
-        let so_far = self.message.as_ref().map_or(0, |m| m.data.len());
+        let so_far = self
+            .message
+            .as_ref()
+            .map_or(0, |m| m.data.len() + m.delivered);
         if !compressed && so_far.saturating_add(len) > self.config.max_message_size {
             return Err(ProtocolError::MessageTooLarge {
                 max: self.config.max_message_size,
@@ -685,7 +709,7 @@ impl Connection {
         if available > frame.checked {
             let fresh = &mut self.input[frame.checked..available];
             if let Some(key) = frame.header.mask {
-                apply_mask(fresh, key, frame.checked);
+                apply_mask(fresh, key, frame.offset + frame.checked);
             }
             // Plain text is validated as it arrives, so bad UTF-8 fails before the frame ends.
             if kind == MessageKind::Text && !frame.compressed {
@@ -695,6 +719,9 @@ impl Connection {
             }
             frame.checked = available;
             self.frame = Some(frame);
+        }
+        if self.config.chunked_receive {
+            return self.deliver_chunk(frame, kind, now);
         }
         if available < frame.len {
             return Ok(false);
@@ -733,6 +760,7 @@ impl Connection {
                 kind,
                 compressed: frame.compressed,
                 data,
+                delivered: 0,
             });
             return Ok(true);
         }
@@ -747,6 +775,80 @@ impl Connection {
         self.last_message_at = now;
         self.push_event(Event::Message(message));
         Ok(true)
+    }
+
+    /// Chunked receive: hands on what arrived of a data frame at once (inflated if
+    /// compressed), so no message or frame is ever held whole. Returns whether the frame is
+    /// complete.
+    fn deliver_chunk(
+        &mut self,
+        mut frame: InFrame,
+        kind: MessageKind,
+        now: Instant,
+    ) -> Result<bool, ProtocolError> {
+        let take = frame.checked;
+        let frame_done = take == frame.len;
+        if take == 0 && !frame_done {
+            return Ok(false);
+        }
+        let piece = self.input.split_to(take);
+        frame.len -= take;
+        frame.offset += take;
+        frame.checked = 0;
+        let last = frame_done && frame.header.fin;
+        let data = if frame.compressed {
+            let before = self.message.as_ref().map_or(0, |m| m.delivered) + frame.delivered;
+            let limit = self.config.max_message_size.saturating_sub(before);
+            let codec = self
+                .deflate
+                .as_deref_mut()
+                .ok_or(ProtocolError::ReservedBits(RSV1))?;
+            let mut out = BytesMut::new();
+            codec
+                .decompress(&piece, last, &mut out, limit)
+                .map_err(|e| deflate_error(e, self.config.max_message_size))?;
+            if kind == MessageKind::Text {
+                self.utf8
+                    .feed(&out)
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            out.freeze()
+        } else {
+            piece.freeze()
+        };
+        frame.delivered += data.len();
+        if last && kind == MessageKind::Text {
+            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        if frame_done {
+            self.frame = None;
+            if last {
+                self.message = None;
+                self.last_message_at = now;
+            } else {
+                match &mut self.message {
+                    Some(m) => m.delivered += frame.delivered,
+                    None => {
+                        self.message = Some(InMessage {
+                            kind,
+                            compressed: frame.compressed,
+                            data: BytesMut::new(),
+                            delivered: frame.delivered,
+                        })
+                    }
+                }
+            }
+        } else {
+            self.frame = Some(frame);
+        }
+        if !data.is_empty() || last {
+            self.push_event(Event::Chunk {
+                kind,
+                data,
+                fin: last,
+            });
+        }
+        Ok(frame_done)
     }
 
     /// Handles a control frame once its whole payload (≤ 125 bytes) is buffered.

@@ -41,6 +41,10 @@ pub enum Error {
     /// The URL is not a usable `ws://` or `wss://` URL.
     #[error("invalid URL: {0}")]
     Url(String),
+    /// `recv` was used with `Config::chunked_receive` on: messages arrive as chunks; use
+    /// `recv_chunk` or `next_event`.
+    #[error("chunked receive is on: read messages with recv_chunk() or next_event()")]
+    ChunkedReceive,
     /// The connection is closed; nothing more can be sent or received.
     #[error("connection closed")]
     Closed,

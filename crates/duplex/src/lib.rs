@@ -23,4 +23,4 @@ pub use error::{Error, Result};
 pub use split::{WsReader, WsWriter};
 #[cfg(feature = "rustls")]
 pub use tls::MaybeTlsStream;
-pub use websocket::{TrySendError, WebSocket};
+pub use websocket::{Chunk, TrySendError, WebSocket};

@@ -8,7 +8,7 @@
 
 use crate::driver::{poll_read_into, poll_write_queue, Driver, Transport};
 use crate::error::{Error, Result};
-use crate::websocket::TrySendError;
+use crate::websocket::{Chunk, TrySendError};
 use bytes::{Bytes, BytesMut};
 use duplex_proto::transmit::TransmitQueue;
 use duplex_proto::{CloseCode, CloseFrame, Compression, Connection, Event, Message, MessageKind};
@@ -140,7 +140,38 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
     pub async fn recv(&mut self) -> Option<Result<Message>> {
         loop {
             match self.next_event().await? {
-                Ok(Event::Message(m)) => return Some(Ok(m)),
+                Ok(Event::Message(message)) => return Some(Ok(message)),
+                Ok(Event::Chunk { .. }) => return Some(Err(Error::ChunkedReceive)),
+                Ok(_) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// The next piece of a message, with `Config::chunked_receive` on: large messages stream
+    /// through in bounded memory. `None` after a clean close.
+    ///
+    /// Cancel-safety: cancel-safe.
+    pub async fn recv_chunk(&mut self) -> Option<Result<Chunk>> {
+        loop {
+            match self.next_event().await? {
+                Ok(Event::Chunk { kind, data, fin }) => return Some(Ok(Chunk { kind, data, fin })),
+                Ok(Event::Message(m)) => {
+                    // Chunked receive is off: a whole message is one final chunk.
+                    let kind = match m {
+                        Message::Text(_) => MessageKind::Text,
+                        Message::Binary(_) => MessageKind::Binary,
+                    };
+                    let data = match m {
+                        Message::Text(t) => t.into_bytes(),
+                        Message::Binary(b) => b,
+                    };
+                    return Some(Ok(Chunk {
+                        kind,
+                        data,
+                        fin: true,
+                    }));
+                }
                 Ok(_) => continue,
                 Err(e) => return Some(Err(e)),
             }
@@ -181,6 +212,9 @@ impl<S: AsyncRead + AsyncWrite> Stream for WsReader<S> {
         loop {
             match ready!(this.poll_next_event(cx)) {
                 Some(Ok(Event::Message(m))) => return Poll::Ready(Some(Ok(m))),
+                Some(Ok(Event::Chunk { .. })) => {
+                    return Poll::Ready(Some(Err(Error::ChunkedReceive)))
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None => return Poll::Ready(None),

@@ -16,6 +16,17 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
+/// A piece of a message received with `Config::chunked_receive` on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// Text or binary.
+    pub kind: MessageKind,
+    /// The bytes; for text only the concatenation of a message's chunks is guaranteed UTF-8.
+    pub data: Bytes,
+    /// Last chunk of its message.
+    pub fin: bool,
+}
+
 /// Default for [`WebSocket::set_write_buffer_limit`].
 pub const DEFAULT_WRITE_BUFFER_LIMIT: usize = 128 * 1024;
 
@@ -110,6 +121,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         loop {
             match self.next_event().await? {
                 Ok(Event::Message(message)) => return Some(Ok(message)),
+                Ok(Event::Chunk { .. }) => return Some(Err(Error::ChunkedReceive)),
+                Ok(_) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// The next piece of a message, with `Config::chunked_receive` on: large messages stream
+    /// through in bounded memory. `None` after a clean close.
+    ///
+    /// Cancel-safety: cancel-safe.
+    pub async fn recv_chunk(&mut self) -> Option<Result<Chunk>> {
+        loop {
+            match self.next_event().await? {
+                Ok(Event::Chunk { kind, data, fin }) => return Some(Ok(Chunk { kind, data, fin })),
+                Ok(Event::Message(m)) => {
+                    // Chunked receive is off: a whole message is one final chunk.
+                    let kind = match m {
+                        Message::Text(_) => MessageKind::Text,
+                        Message::Binary(_) => MessageKind::Binary,
+                    };
+                    let data = match m {
+                        Message::Text(t) => t.into_bytes(),
+                        Message::Binary(b) => b,
+                    };
+                    return Some(Ok(Chunk {
+                        kind,
+                        data,
+                        fin: true,
+                    }));
+                }
                 Ok(_) => continue,
                 Err(e) => return Some(Err(e)),
             }
@@ -287,6 +329,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
         loop {
             match ready!(this.poll_next_event(cx)) {
                 Some(Ok(Event::Message(m))) => return Poll::Ready(Some(Ok(m))),
+                Some(Ok(Event::Chunk { .. })) => {
+                    return Poll::Ready(Some(Err(Error::ChunkedReceive)))
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None => return Poll::Ready(None),

@@ -239,3 +239,60 @@ async fn try_send_reports_a_full_buffer_instead_of_waiting() {
     raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await.unwrap();
     tokio::time::timeout(LIMIT, server).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_256_mib_message_streams_through_in_small_chunks() {
+    const TOTAL: usize = 256 << 20;
+    const PIECE: usize = 1 << 20;
+    let mut config = ServerConfig::default();
+    config.protocol.chunked_receive = true;
+    config.protocol.max_message_size = 1 << 40;
+    config.protocol.max_frame_size = 1 << 40;
+    let (addr, server) = serve_one(config, |mut ws| async move {
+        let (mut total, mut largest, mut sum) = (0usize, 0usize, 0u64);
+        while let Some(chunk) = ws.recv_chunk().await {
+            let chunk = chunk.unwrap();
+            total += chunk.data.len();
+            largest = largest.max(chunk.data.len());
+            sum += chunk.data.iter().map(|&b| u64::from(b)).sum::<u64>();
+            if chunk.fin {
+                break;
+            }
+        }
+        assert_eq!(total, TOTAL);
+        assert_eq!(sum, (TOTAL as u64 / 256) * (0..256u64).sum::<u64>());
+        assert!(
+            largest <= 64 * 1024,
+            "largest chunk {largest} bytes: nothing is held whole"
+        );
+        ws.send("done").await.unwrap();
+        ws.recv_chunk().await;
+    })
+    .await;
+    let (mut ws, _) = connect(&url(addr), &ClientConfig::default()).await.unwrap();
+    let piece = Bytes::from((0..PIECE).map(|i| i as u8).collect::<Vec<u8>>());
+    let pieces = stream::iter(std::iter::repeat_n(piece, TOTAL / PIECE));
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        ws.send_stream(MessageKind::Binary, pieces),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap(), Message::from("done"));
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+    tokio::time::timeout(LIMIT, server).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn recv_reports_chunked_mode_instead_of_dropping_data() {
+    let mut config = ServerConfig::default();
+    config.protocol.chunked_receive = true;
+    let (addr, server) = serve_one(config, |mut ws| async move {
+        assert!(matches!(ws.recv().await, Some(Err(Error::ChunkedReceive))));
+    })
+    .await;
+    let (mut ws, _) = connect(&url(addr), &ClientConfig::default()).await.unwrap();
+    ws.send("x").await.unwrap();
+    server.await.unwrap();
+}
