@@ -201,7 +201,6 @@ where
         } else {
             Vec::new()
         },
-        ..ClientRequest::default()
     };
     let (bytes, key) = build_request(&request).map_err(|e| Error::Handshake(e.to_string()))?;
     stream.write_all(&bytes).await?;
