@@ -39,12 +39,15 @@ fn chunked_server(config: Config) -> Connection {
     )
 }
 
+/// A received chunk: kind, bytes, fin.
+type Chunk = (MessageKind, Bytes, bool);
+
 /// Feeds `input` in pieces of `step` bytes; returns the chunks and the largest input backlog.
 fn feed(
     conn: &mut Connection,
     input: &[u8],
     step: usize,
-) -> Result<(Vec<(MessageKind, Bytes, bool)>, usize), ProtocolError> {
+) -> Result<(Vec<Chunk>, usize), ProtocolError> {
     let mut chunks = Vec::new();
     let mut backlog = 0;
     for piece in input.chunks(step) {
