@@ -26,6 +26,22 @@ bash tests/interop/install.sh
 step "unit, property, integration and interop tests"
 cargo test --workspace --all-features --locked
 
+step "fuzz targets: build (ASan), then 10 s of each from its seeds"
+bash fuzz/build.sh
+fuzz_tmp=$(mktemp -d)
+for target in $(cd fuzz && cargo fuzz list); do
+  mkdir -p "$fuzz_tmp/$target"
+  # Any crash, leak, timeout or out-of-memory makes cargo fuzz exit non-zero.
+  if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --dev "$target" "$fuzz_tmp/$target" "seeds/$target" -- \
+        -max_total_time=10 -print_final_stats=1) > "$fuzz_tmp/$target.log" 2>&1; then
+    tail -n 60 "$fuzz_tmp/$target.log"
+    echo "fuzz target $target failed (artifacts in fuzz/artifacts/$target)" >&2
+    exit 1
+  fi
+  echo "$target: $(grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' "$fuzz_tmp/$target.log")"
+done
+rm -rf "$fuzz_tmp"
+
 step "release build of the testees"
 cargo build --release --locked -p duplex-cli
 cargo build --release --locked -p duplex --example autobahn_client

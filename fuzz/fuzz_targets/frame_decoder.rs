@@ -6,7 +6,8 @@
 //!   3000, 3: frame 125 / message 200);
 //! * `flags & 4`: `auto_pong` off;
 //! * `flags & 8`: `receive_eof` at the end; `flags & 16`: `handle_timeout` far in the future;
-//! * `flags >> 5`: the RSV bits data frames may carry (`allow_data_rsv`).
+//! * `flags & 32`: permessage-deflate negotiated (RSV1 allowed, compressed messages inflated;
+//!   `flags & 64`: without context takeover; `flags & 128`: chunked receive).
 //! * `s0..s3`: chunk sizes, used in turn (0: everything that is left); odd-sized chunks are
 //!   appended to `input_buffer()` and processed with `handle_input`, the others are given to
 //!   `receive_data`.
@@ -27,6 +28,7 @@
 #![no_main]
 
 use duplex_proto::close::parse_close_payload;
+use duplex_proto::deflate::{Agreed, DeflateCodec, DeflateConfig, DirectionParams};
 use duplex_proto::frame::{parse_header, OpCode};
 use duplex_proto::{CloseCode, Config, Connection, Event, Message, ProtocolError, Role, State};
 use libfuzzer_sys::fuzz_target;
@@ -70,11 +72,34 @@ fn rank(s: State) -> u8 {
     }
 }
 
+/// A codec as a real negotiation would produce it for `role`.
+fn deflate_codec(role: Role, no_context_takeover: bool) -> DeflateCodec {
+    let cfg = DeflateConfig {
+        enabled: true,
+        server_no_context_takeover: no_context_takeover,
+        client_no_context_takeover: no_context_takeover,
+        ..DeflateConfig::default()
+    };
+    let direction = DirectionParams {
+        max_window_bits: 15,
+        no_context_takeover,
+    };
+    let agreed = Agreed {
+        role,
+        outgoing: direction,
+        incoming: direction,
+    };
+    DeflateCodec::new(agreed, &cfg)
+}
+
 fn run(role: Role, flags: u8, sizes: &[u8], mut wire: &[u8]) {
     let now = Instant::now();
-    let config = config(flags);
+    let mut config = config(flags);
+    config.chunked_receive = flags & 128 != 0;
     let mut conn = Connection::new(role, config.clone(), now);
-    conn.allow_data_rsv(flags >> 5);
+    if flags & 32 != 0 {
+        conn.set_deflate(deflate_codec(role, flags & 64 != 0));
+    }
 
     let mut fed = 0usize;
     let mut out: Vec<u8> = Vec::new();
