@@ -7,9 +7,10 @@
 //! socket with unread data cannot reset the connection under our close frame.
 
 use crate::error::{Error, Result};
+use crate::websocket::Chunk;
 use bytes::{Buf, BytesMut};
 use duplex_proto::transmit::TransmitQueue;
-use duplex_proto::{Connection, Event};
+use duplex_proto::{Connection, Event, Message, MessageKind};
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -243,5 +244,53 @@ impl Driver {
             return self.pending_error.take().map(Err);
         }
         Some(Err(self.pending_error.take().unwrap_or(error)))
+    }
+}
+
+/// What `recv` makes of an event: `Some` to hand out, `None` to skip (control frames).
+pub(crate) fn into_message(event: Result<Event>) -> Option<Result<Message>> {
+    match event {
+        Ok(Event::Message(message)) => Some(Ok(message)),
+        Ok(Event::Chunk { .. }) => Some(Err(Error::ChunkedReceive)),
+        Ok(_) => None,
+        Err(e) => Some(Err(e)),
+    }
+}
+
+/// What `recv_chunk` makes of an event: with chunked receive off, a whole message is one
+/// final chunk.
+pub(crate) fn into_chunk(event: Result<Event>) -> Option<Result<Chunk>> {
+    match event {
+        Ok(Event::Chunk { kind, data, fin }) => Some(Ok(Chunk { kind, data, fin })),
+        Ok(Event::Message(Message::Text(text))) => Some(Ok(Chunk {
+            kind: MessageKind::Text,
+            data: text.into_bytes(),
+            fin: true,
+        })),
+        Ok(Event::Message(Message::Binary(data))) => Some(Ok(Chunk {
+            kind: MessageKind::Binary,
+            data,
+            fin: true,
+        })),
+        Ok(_) => None,
+        Err(e) => Some(Err(e)),
+    }
+}
+
+/// Polls events until one maps to an item (the `Stream` implementations).
+pub(crate) fn poll_mapped<T>(
+    cx: &mut Context<'_>,
+    mut poll_event: impl FnMut(&mut Context<'_>) -> Poll<Option<Result<Event>>>,
+    map: impl Fn(Result<Event>) -> Option<Result<T>>,
+) -> Poll<Option<Result<T>>> {
+    loop {
+        match ready!(poll_event(cx)) {
+            None => return Poll::Ready(None),
+            Some(event) => {
+                if let Some(item) = map(event) {
+                    return Poll::Ready(Some(item));
+                }
+            }
+        }
     }
 }

@@ -6,7 +6,9 @@
 //! the closing handshake while the writer waits on a slow peer, and a write-readiness wake-up
 //! goes to both halves so queued bytes always find someone to write them.
 
-use crate::driver::{poll_read_into, poll_write_queue, Driver, Transport};
+use crate::driver::{
+    into_chunk, into_message, poll_mapped, poll_read_into, poll_write_queue, Driver, Transport,
+};
 use crate::error::{Error, Result};
 use crate::websocket::{Chunk, TrySendError};
 use bytes::{Bytes, BytesMut};
@@ -139,11 +141,8 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
     /// Cancel-safety: cancel-safe.
     pub async fn recv(&mut self) -> Option<Result<Message>> {
         loop {
-            match self.next_event().await? {
-                Ok(Event::Message(message)) => return Some(Ok(message)),
-                Ok(Event::Chunk { .. }) => return Some(Err(Error::ChunkedReceive)),
-                Ok(_) => continue,
-                Err(e) => return Some(Err(e)),
+            if let Some(item) = into_message(self.next_event().await?) {
+                return Some(item);
             }
         }
     }
@@ -154,26 +153,8 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
     /// Cancel-safety: cancel-safe.
     pub async fn recv_chunk(&mut self) -> Option<Result<Chunk>> {
         loop {
-            match self.next_event().await? {
-                Ok(Event::Chunk { kind, data, fin }) => return Some(Ok(Chunk { kind, data, fin })),
-                Ok(Event::Message(m)) => {
-                    // Chunked receive is off: a whole message is one final chunk.
-                    let kind = match m {
-                        Message::Text(_) => MessageKind::Text,
-                        Message::Binary(_) => MessageKind::Binary,
-                    };
-                    let data = match m {
-                        Message::Text(t) => t.into_bytes(),
-                        Message::Binary(b) => b,
-                    };
-                    return Some(Ok(Chunk {
-                        kind,
-                        data,
-                        fin: true,
-                    }));
-                }
-                Ok(_) => continue,
-                Err(e) => return Some(Err(e)),
+            if let Some(item) = into_chunk(self.next_event().await?) {
+                return Some(item);
             }
         }
     }
@@ -209,17 +190,7 @@ impl<S: AsyncRead + AsyncWrite> Stream for WsReader<S> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        loop {
-            match ready!(this.poll_next_event(cx)) {
-                Some(Ok(Event::Message(m))) => return Poll::Ready(Some(Ok(m))),
-                Some(Ok(Event::Chunk { .. })) => {
-                    return Poll::Ready(Some(Err(Error::ChunkedReceive)))
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => return Poll::Ready(None),
-            }
-        }
+        poll_mapped(cx, |cx| this.poll_next_event(cx), into_message)
     }
 }
 
@@ -335,17 +306,12 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     }
 
     fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        self.shared.wakers.writer.register(cx.waker());
-        let mut guard = self.shared.lock();
-        let inner = &mut *guard;
-        if inner.conn.pending_transmit() >= inner.write_buffer_limit {
-            let mut both = Context::from_waker(&self.shared.wake_both);
-            ready!(poll_write_queue(
-                &mut inner.write,
-                &mut both,
-                inner.conn.transmit_queue()
-            ))
-            .map_err(Error::from)?;
+        let over_limit = {
+            let inner = self.shared.lock();
+            inner.conn.pending_transmit() >= inner.write_buffer_limit
+        };
+        if over_limit {
+            ready!(self.poll_flush_queue(cx))?;
         }
         Poll::Ready(Ok(()))
     }

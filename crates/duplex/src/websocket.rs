@@ -1,6 +1,6 @@
 //! `WebSocket<S>`: an established connection over any tokio byte stream.
 
-use crate::driver::{poll_write_queue, Driver, Whole};
+use crate::driver::{into_chunk, into_message, poll_mapped, poll_write_queue, Driver, Whole};
 use crate::error::{Error, Result};
 use crate::split::{self, WsReader, WsWriter};
 use bytes::Bytes;
@@ -119,11 +119,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// taken from the protocol state only when it is returned.
     pub async fn recv(&mut self) -> Option<Result<Message>> {
         loop {
-            match self.next_event().await? {
-                Ok(Event::Message(message)) => return Some(Ok(message)),
-                Ok(Event::Chunk { .. }) => return Some(Err(Error::ChunkedReceive)),
-                Ok(_) => continue,
-                Err(e) => return Some(Err(e)),
+            if let Some(item) = into_message(self.next_event().await?) {
+                return Some(item);
             }
         }
     }
@@ -134,26 +131,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Cancel-safety: cancel-safe.
     pub async fn recv_chunk(&mut self) -> Option<Result<Chunk>> {
         loop {
-            match self.next_event().await? {
-                Ok(Event::Chunk { kind, data, fin }) => return Some(Ok(Chunk { kind, data, fin })),
-                Ok(Event::Message(m)) => {
-                    // Chunked receive is off: a whole message is one final chunk.
-                    let kind = match m {
-                        Message::Text(_) => MessageKind::Text,
-                        Message::Binary(_) => MessageKind::Binary,
-                    };
-                    let data = match m {
-                        Message::Text(t) => t.into_bytes(),
-                        Message::Binary(b) => b,
-                    };
-                    return Some(Ok(Chunk {
-                        kind,
-                        data,
-                        fin: true,
-                    }));
-                }
-                Ok(_) => continue,
-                Err(e) => return Some(Err(e)),
+            if let Some(item) = into_chunk(self.next_event().await?) {
+                return Some(item);
             }
         }
     }
@@ -326,17 +305,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        loop {
-            match ready!(this.poll_next_event(cx)) {
-                Some(Ok(Event::Message(m))) => return Poll::Ready(Some(Ok(m))),
-                Some(Ok(Event::Chunk { .. })) => {
-                    return Poll::Ready(Some(Err(Error::ChunkedReceive)))
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => return Poll::Ready(None),
-            }
-        }
+        poll_mapped(cx, |cx| this.poll_next_event(cx), into_message)
     }
 }
 
