@@ -112,6 +112,8 @@ pub(crate) struct Driver {
     timer: Option<Pin<Box<Sleep>>>,
     /// A failure to report after the closing procedure.
     pending_error: Option<Error>,
+    /// Until when we try to flush the final frames to a peer that does not read.
+    flush_deadline: Option<Instant>,
 }
 
 impl Driver {
@@ -120,7 +122,13 @@ impl Driver {
             phase: Phase::Running,
             timer: None,
             pending_error,
+            flush_deadline: None,
         }
+    }
+
+    /// Whether the connection is over for the transport (the reader returned its end).
+    pub(crate) fn is_done(&self) -> bool {
+        self.phase == Phase::Done
     }
 
     /// The next event; `None` at the end of a clean close, `Some(Err)` once for a failure.
@@ -160,6 +168,20 @@ impl Driver {
                 // The peer is slow to read; keep reading so its frames are still processed.
                 Poll::Pending => {
                     if conn.should_close_transport() {
+                        // Waiting to flush our close frame, but not past the close deadline:
+                        // a peer that never reads must not hold the connection forever.
+                        let deadline = *self.flush_deadline.get_or_insert_with(|| {
+                            conn.poll_timeout()
+                                .map(Instant::from_std)
+                                .unwrap_or_else(|| Instant::now() + conn.config().close_timeout)
+                        });
+                        self.arm(deadline);
+                        if self.poll_timer(cx).is_ready() {
+                            let _ = conn.handle_timeout(Instant::now().into_std());
+                            self.phase = Phase::Done;
+                            self.timer = None;
+                            continue;
+                        }
                         return Poll::Pending;
                     }
                 }

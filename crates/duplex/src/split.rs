@@ -47,6 +47,8 @@ struct Inner<S> {
     conn: Connection,
     write: WriteHalf<S>,
     write_buffer_limit: usize,
+    /// The reader finished the connection: writes fail instead of waiting.
+    transport_done: bool,
 }
 
 #[derive(Debug)]
@@ -80,6 +82,7 @@ pub(crate) fn split<S: AsyncRead + AsyncWrite>(
             conn,
             write,
             write_buffer_limit,
+            transport_done: false,
         }),
         wake_both: Waker::from(Arc::clone(&wakers)),
         wakers,
@@ -176,7 +179,13 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
             write: &mut inner.write,
             wake_both: &self.shared.wake_both,
         };
-        self.driver.poll_event(&mut inner.conn, &mut io, cx)
+        let polled = self.driver.poll_event(&mut inner.conn, &mut io, cx);
+        if self.driver.is_done() && !inner.transport_done {
+            // Release a writer waiting on a socket that will never drain.
+            inner.transport_done = true;
+            self.shared.wakers.writer.wake();
+        }
+        polled
     }
 
     /// The peer's close frame, once received.
@@ -238,6 +247,9 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
         let message = message.into();
         let mut guard = self.shared.lock();
         let inner = &mut *guard;
+        if inner.transport_done {
+            return Err(TrySendError::Failed(Error::Closed));
+        }
         if inner.conn.pending_transmit() >= inner.write_buffer_limit {
             return Err(TrySendError::Full(message));
         }
@@ -295,6 +307,9 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
         self.shared.wakers.writer.register(cx.waker());
         let mut guard = self.shared.lock();
         let inner = &mut *guard;
+        if inner.transport_done {
+            return Poll::Ready(Err(Error::Closed));
+        }
         let mut both = Context::from_waker(&self.shared.wake_both);
         ready!(poll_write_queue(
             &mut inner.write,

@@ -296,3 +296,46 @@ async fn recv_reports_chunked_mode_instead_of_dropping_data() {
     ws.send("x").await.unwrap();
     server.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_peer_that_never_reads_cannot_hold_either_half_forever() {
+    let mut config = ServerConfig::default();
+    config.protocol.ping_interval = Some(Duration::from_millis(50));
+    config.protocol.pong_timeout = Duration::from_millis(100);
+    config.protocol.close_timeout = Duration::from_millis(300);
+    let (addr, server) = serve_one(config, |ws| async move {
+        let (mut reader, mut writer) = ws.split();
+        let flood = tokio::spawn(async move {
+            let chunk = Bytes::from(vec![0u8; 256 * 1024]);
+            loop {
+                if let Err(e) = writer.send(Message::Binary(chunk.clone())).await {
+                    return e;
+                }
+            }
+        });
+        let outcome = tokio::time::timeout(LIMIT, reader.recv())
+            .await
+            .expect("reader finishes");
+        match outcome {
+            Some(Err(Error::Protocol(e))) => assert_eq!(e.close_code(), CloseCode::INTERNAL_ERROR),
+            other => panic!("expected the heartbeat to fail the connection, got {other:?}"),
+        }
+        let writer_error = tokio::time::timeout(LIMIT, flood)
+            .await
+            .expect("writer released")
+            .unwrap();
+        assert!(
+            matches!(writer_error, Error::Closed | Error::Send(_) | Error::Io(_)),
+            "{writer_error:?}"
+        );
+    })
+    .await;
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await.unwrap();
+    // Never read, never write: the server's socket buffers fill up and stay full.
+    tokio::time::timeout(Duration::from_secs(20), server)
+        .await
+        .expect("server task ends")
+        .unwrap();
+    drop(raw);
+}
