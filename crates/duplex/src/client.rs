@@ -56,6 +56,75 @@ impl Default for ClientConfig {
     }
 }
 
+impl ClientConfig {
+    /// Default settings, to refine with the builder methods below.
+    ///
+    /// ```
+    /// use duplex::client::ClientConfig;
+    /// use std::time::Duration;
+    /// let config = ClientConfig::new()
+    ///     .header("Authorization", "Bearer t0k3n")
+    ///     .subprotocol("chat.v2")
+    ///     .origin("https://example.com")
+    ///     .handshake_timeout(Duration::from_secs(5))
+    ///     .ping_interval(Duration::from_secs(20))
+    ///     .deflate(true);
+    /// assert_eq!(config.subprotocols, ["chat.v2"]);
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a request header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Offers a subprotocol (call again for more, most preferred first).
+    pub fn subprotocol(mut self, protocol: impl Into<String>) -> Self {
+        self.subprotocols.push(protocol.into());
+        self
+    }
+
+    /// Sets the `Origin` header.
+    pub fn origin(mut self, origin: impl Into<String>) -> Self {
+        self.origin = Some(origin.into());
+        self
+    }
+
+    /// Time allowed for connecting (TCP, TLS) and the opening handshake.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sends heartbeat pings after this long without traffic (see `Config::ping_interval`).
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.protocol.ping_interval = Some(interval);
+        self
+    }
+
+    /// Largest message accepted, in bytes.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.protocol.max_message_size = bytes;
+        self
+    }
+
+    /// Offers permessage-deflate with the default parameters (or stops offering it).
+    pub fn deflate(mut self, enabled: bool) -> Self {
+        self.deflate.enabled = enabled;
+        self
+    }
+
+    /// Uses this TLS configuration for `wss://` (default: webpki roots).
+    #[cfg(feature = "rustls")]
+    pub fn tls(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+}
+
 /// The parts of a `ws://` URL the client needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
