@@ -4,5 +4,8 @@
 
 pub mod auth;
 pub mod channel;
+pub mod config;
+pub mod metrics;
 pub mod protocol;
 pub mod socket_id;
+pub mod webhooks;
