@@ -3,8 +3,10 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod broker;
 pub mod channel;
 pub mod config;
+pub mod hub;
 pub mod metrics;
 pub mod protocol;
 pub mod socket_id;
