@@ -66,6 +66,8 @@ pub enum Outbound {
 #[derive(Default)]
 struct CloseSignal {
     slot: Mutex<Option<(u16, String)>>,
+    /// Stays set after the receiver took the close.
+    requested: std::sync::atomic::AtomicBool,
     notify: Notify,
 }
 
@@ -73,7 +75,7 @@ impl CloseSignal {
     /// Requests a close; the first request wins. Returns whether this one did.
     fn close(&self, code: u16, reason: &str) -> bool {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_some() {
+        if self.requested.swap(true, Relaxed) {
             return false;
         }
         let mut reason = reason.to_owned();
@@ -89,7 +91,7 @@ impl CloseSignal {
     }
 
     fn is_set(&self) -> bool {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+        self.requested.load(Relaxed)
     }
 }
 
