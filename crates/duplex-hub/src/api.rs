@@ -252,7 +252,12 @@ enum Attr {
 
 fn parse_info(info: Option<&str>, allow_cache: bool) -> Result<Vec<Attr>, ApiError> {
     let mut out = Vec::new();
-    for a in info.unwrap_or("").split(',').map(str::trim).filter(|a| !a.is_empty()) {
+    for a in info
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
         let attr = match a {
             "user_count" => Attr::UserCount,
             "subscription_count" => Attr::SubscriptionCount,
@@ -328,16 +333,17 @@ struct RawEvent {
 }
 
 fn validate_event(app: &App, raw: RawEvent, single_channel: bool) -> Result<Event, ApiError> {
-    let name = raw.name.filter(|n| !n.is_empty()).ok_or_else(|| bad("Missing event name"))?;
+    let name = raw
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| bad("Missing event name"))?;
     if name.chars().count() > MAX_EVENT_NAME_LEN {
         return Err(bad(format!(
             "Event name is longer than {MAX_EVENT_NAME_LEN} characters"
         )));
     }
     let channels = match (raw.channels, raw.channel) {
-        (Some(_), _) if single_channel => {
-            return Err(bad("Batch events take one channel each"))
-        }
+        (Some(_), _) if single_channel => return Err(bad("Batch events take one channel each")),
         (Some(cs), None) => cs,
         (None, Some(c)) => vec![c],
         (Some(_), Some(_)) => return Err(bad("Give either channel or channels, not both")),
@@ -483,10 +489,7 @@ async fn users(hub: &Hub, app: &App, name: &str) -> Result<Value, ApiError> {
         return Err(bad("Users are only available for presence channels"));
     }
     let members = hub.broker().presence_members(&app.id, name).await?;
-    let users: Vec<Value> = members
-        .iter()
-        .map(|m| json!({ "id": m.user_id }))
-        .collect();
+    let users: Vec<Value> = members.iter().map(|m| json!({ "id": m.user_id })).collect();
     Ok(json!({ "users": users }))
 }
 

@@ -274,13 +274,11 @@ pub fn verify_request(
         ));
     }
     match get("body_md5")? {
-        Some(md5) => {
-            if !md5.eq_ignore_ascii_case(&body_md5(body)) {
-                return Err(RequestAuthError::BodyMd5Mismatch);
-            }
+        Some(md5) if !md5.eq_ignore_ascii_case(&body_md5(body)) => {
+            return Err(RequestAuthError::BodyMd5Mismatch)
         }
         None if !body.is_empty() => return Err(RequestAuthError::MissingBodyMd5),
-        None => {}
+        _ => {}
     }
     let signature =
         get("auth_signature")?.ok_or(RequestAuthError::MissingParam("auth_signature"))?;
@@ -313,21 +311,33 @@ mod tests {
         // The docs print `"Mr. Channels"` in the Ruby source, but the signature they show was
         // made before the product's rename, over `"Mr. Pusher"`.
         let data = r#"{"user_id":10,"user_info":{"name":"Mr. Pusher"}}"#;
-        let auth = "278d425bdf160c739803:afaed3695da2ffd16931f457e338e6c9f2921fa133ce7dac49f529792be6304c";
+        let auth =
+            "278d425bdf160c739803:afaed3695da2ffd16931f457e338e6c9f2921fa133ce7dac49f529792be6304c";
         assert_eq!(
             channel_auth(KEY, SECRET, "1234.1234", "presence-foobar", Some(data)),
             auth
         );
         assert_eq!(
-            verify_channel_auth(KEY, SECRET, "1234.1234", "presence-foobar", Some(data), auth),
+            verify_channel_auth(
+                KEY,
+                SECRET,
+                "1234.1234",
+                "presence-foobar",
+                Some(data),
+                auth
+            ),
             Ok(())
         );
     }
 
     #[test]
     fn user_signin_signature_matches_documented_example() {
-        let auth = "278d425bdf160c739803:4708d583dada6a56435fb8bc611c77c359a31eebde13337c16ab43aa6de336ba";
-        assert_eq!(user_auth(KEY, SECRET, "1234.1234", r#"{"id":"12345"}"#), auth);
+        let auth =
+            "278d425bdf160c739803:4708d583dada6a56435fb8bc611c77c359a31eebde13337c16ab43aa6de336ba";
+        assert_eq!(
+            user_auth(KEY, SECRET, "1234.1234", r#"{"id":"12345"}"#),
+            auth
+        );
         assert_eq!(
             verify_user_auth(KEY, SECRET, "1234.1234", r#"{"id":"12345"}"#, auth),
             Ok(())
@@ -391,11 +401,15 @@ mod tests {
         .collect()
     }
 
-    const DOC_BODY: &str = r#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
+    const DOC_BODY: &str =
+        r#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
 
     #[test]
     fn rest_signature_matches_documented_worked_example() {
-        assert_eq!(body_md5(DOC_BODY.as_bytes()), "ec365a775a4cd0599faeb73354201b6f");
+        assert_eq!(
+            body_md5(DOC_BODY.as_bytes()),
+            "ec365a775a4cd0599faeb73354201b6f"
+        );
         assert_eq!(
             verify_request(
                 KEY,
@@ -421,7 +435,10 @@ mod tests {
             DOC_BODY.as_bytes(),
             1353088179 + 601,
         );
-        assert_eq!(r, Err(RequestAuthError::TimestampExpired { skew_secs: 601 }));
+        assert_eq!(
+            r,
+            Err(RequestAuthError::TimestampExpired { skew_secs: 601 })
+        );
         let ok = verify_request(
             KEY,
             SECRET,
@@ -467,25 +484,57 @@ mod tests {
         let mut q = doc_query();
         q.retain(|(k, _)| k != "auth_key");
         assert_eq!(
-            verify_request(KEY, SECRET, "POST", "/apps/3/events", &q, DOC_BODY.as_bytes(), 1353088179),
+            verify_request(
+                KEY,
+                SECRET,
+                "POST",
+                "/apps/3/events",
+                &q,
+                DOC_BODY.as_bytes(),
+                1353088179
+            ),
             Err(RequestAuthError::MissingParam("auth_key"))
         );
         let mut q = doc_query();
         q.retain(|(k, _)| k != "body_md5");
         assert_eq!(
-            verify_request(KEY, SECRET, "POST", "/apps/3/events", &q, DOC_BODY.as_bytes(), 1353088179),
+            verify_request(
+                KEY,
+                SECRET,
+                "POST",
+                "/apps/3/events",
+                &q,
+                DOC_BODY.as_bytes(),
+                1353088179
+            ),
             Err(RequestAuthError::MissingBodyMd5)
         );
         let mut q = doc_query();
         q[2].1 = "2.0".into();
         assert_eq!(
-            verify_request(KEY, SECRET, "POST", "/apps/3/events", &q, DOC_BODY.as_bytes(), 1353088179),
+            verify_request(
+                KEY,
+                SECRET,
+                "POST",
+                "/apps/3/events",
+                &q,
+                DOC_BODY.as_bytes(),
+                1353088179
+            ),
             Err(RequestAuthError::UnsupportedVersion("2.0".into()))
         );
         let mut q = doc_query();
         q.push(("auth_key".into(), KEY.into()));
         assert_eq!(
-            verify_request(KEY, SECRET, "POST", "/apps/3/events", &q, DOC_BODY.as_bytes(), 1353088179),
+            verify_request(
+                KEY,
+                SECRET,
+                "POST",
+                "/apps/3/events",
+                &q,
+                DOC_BODY.as_bytes(),
+                1353088179
+            ),
             Err(RequestAuthError::DuplicateParam("auth_key".into()))
         );
     }

@@ -110,8 +110,11 @@ pub trait Broker: Send + Sync {
     async fn subscription_count(&self, app_id: &str, channel: &str) -> BrokerResult<u64>;
     /// Occupied channels (optionally only those starting with `prefix`) with their
     /// subscription counts, sorted by name.
-    async fn channels(&self, app_id: &str, prefix: Option<&str>)
-        -> BrokerResult<Vec<(String, u64)>>;
+    async fn channels(
+        &self,
+        app_id: &str,
+        prefix: Option<&str>,
+    ) -> BrokerResult<Vec<(String, u64)>>;
 
     /// Adds `socket` to a presence channel as `member`; returns true when the user was not in
     /// the channel before (send `member_added`).
@@ -130,17 +133,28 @@ pub trait Broker: Send + Sync {
         socket: &SocketId,
     ) -> BrokerResult<Option<PresenceLeave>>;
     /// One member per user, sorted by user id.
-    async fn presence_members(&self, app_id: &str, channel: &str)
-        -> BrokerResult<Vec<PresenceMember>>;
+    async fn presence_members(
+        &self,
+        app_id: &str,
+        channel: &str,
+    ) -> BrokerResult<Vec<PresenceMember>>;
     /// Distinct users in a presence channel.
     async fn presence_user_count(&self, app_id: &str, channel: &str) -> BrokerResult<u64>;
     /// Whether `user_id` is in the channel.
-    async fn presence_has_user(&self, app_id: &str, channel: &str, user_id: &str)
-        -> BrokerResult<bool>;
+    async fn presence_has_user(
+        &self,
+        app_id: &str,
+        channel: &str,
+        user_id: &str,
+    ) -> BrokerResult<bool>;
 
     /// Associates a signed-in socket with its user.
-    async fn user_add_socket(&self, app_id: &str, user_id: &str, socket: &SocketId)
-        -> BrokerResult<()>;
+    async fn user_add_socket(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        socket: &SocketId,
+    ) -> BrokerResult<()>;
     /// Forgets that association.
     async fn user_remove_socket(
         &self,
@@ -160,8 +174,11 @@ pub trait Broker: Send + Sync {
         ttl: Duration,
     ) -> BrokerResult<()>;
     /// The cached event and its remaining time to live, if any.
-    async fn cache_get(&self, app_id: &str, channel: &str)
-        -> BrokerResult<Option<(Bytes, Duration)>>;
+    async fn cache_get(
+        &self,
+        app_id: &str,
+        channel: &str,
+    ) -> BrokerResult<Option<(Bytes, Duration)>>;
 }
 
 type Key = (String, String);
@@ -234,7 +251,12 @@ impl Broker for MemoryBroker {
     }
 
     async fn control(&self, app_id: &str, control: Control) -> BrokerResult<()> {
-        let sinks: Vec<_> = self.lock().sinks.values().filter_map(Weak::upgrade).collect();
+        let sinks: Vec<_> = self
+            .lock()
+            .sinks
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
         for sink in sinks {
             sink.control(app_id, &control);
         }
@@ -502,9 +524,11 @@ mod tests {
     use crate::protocol::parse_channel_data;
     use std::sync::Arc;
 
+    type Delivered = (String, String, Bytes, Option<SocketId>);
+
     #[derive(Default)]
     struct RecordingSink {
-        got: Mutex<Vec<(String, String, Bytes, Option<SocketId>)>>,
+        got: Mutex<Vec<Delivered>>,
         controls: Mutex<Vec<Control>>,
     }
 
@@ -589,10 +613,7 @@ mod tests {
         assert_eq!(b.add_subscription("a", "c", &sid("1.1")).await, Ok(1));
         assert_eq!(b.add_subscription("a", "c", &sid("1.2")).await, Ok(2));
         assert_eq!(b.add_subscription("a", "c", &sid("1.2")).await, Ok(2));
-        assert_eq!(
-            b.channels("a", None).await,
-            Ok(vec![("c".to_string(), 2)])
-        );
+        assert_eq!(b.channels("a", None).await, Ok(vec![("c".to_string(), 2)]));
         assert_eq!(b.remove_subscription("a", "c", &sid("1.1")).await, Ok(1));
         assert_eq!(b.remove_subscription("a", "c", &sid("1.2")).await, Ok(0));
         assert_eq!(b.channels("a", None).await, Ok(vec![]));
@@ -602,8 +623,12 @@ mod tests {
     #[tokio::test]
     async fn channels_filter_by_prefix() {
         let b = MemoryBroker::new();
-        b.add_subscription("a", "presence-x", &sid("1.1")).await.expect("ok");
-        b.add_subscription("a", "news", &sid("1.1")).await.expect("ok");
+        b.add_subscription("a", "presence-x", &sid("1.1"))
+            .await
+            .expect("ok");
+        b.add_subscription("a", "news", &sid("1.1"))
+            .await
+            .expect("ok");
         assert_eq!(
             b.channels("a", Some("presence-")).await,
             Ok(vec![("presence-x".to_string(), 1)])
@@ -613,9 +638,21 @@ mod tests {
     #[tokio::test]
     async fn presence_counts_one_member_per_user_across_sockets() {
         let b = MemoryBroker::new();
-        assert_eq!(b.presence_add("a", "presence-c", &sid("1.1"), member("u")).await, Ok(true));
-        assert_eq!(b.presence_add("a", "presence-c", &sid("1.2"), member("u")).await, Ok(false));
-        assert_eq!(b.presence_add("a", "presence-c", &sid("1.3"), member("v")).await, Ok(true));
+        assert_eq!(
+            b.presence_add("a", "presence-c", &sid("1.1"), member("u"))
+                .await,
+            Ok(true)
+        );
+        assert_eq!(
+            b.presence_add("a", "presence-c", &sid("1.2"), member("u"))
+                .await,
+            Ok(false)
+        );
+        assert_eq!(
+            b.presence_add("a", "presence-c", &sid("1.3"), member("v"))
+                .await,
+            Ok(true)
+        );
         assert_eq!(b.presence_user_count("a", "presence-c").await, Ok(2));
         let ids: Vec<String> = b
             .presence_members("a", "presence-c")
@@ -639,7 +676,10 @@ mod tests {
                 user_left: true
             }))
         );
-        assert_eq!(b.presence_remove("a", "presence-c", &sid("1.2")).await, Ok(None));
+        assert_eq!(
+            b.presence_remove("a", "presence-c", &sid("1.2")).await,
+            Ok(None)
+        );
         assert_eq!(b.presence_has_user("a", "presence-c", "v").await, Ok(true));
     }
 
@@ -648,8 +688,13 @@ mod tests {
         let b = MemoryBroker::new();
         b.user_add_socket("a", "u", &sid("1.1")).await.expect("ok");
         b.user_add_socket("a", "u", &sid("1.2")).await.expect("ok");
-        assert_eq!(b.user_sockets("a", "u").await, Ok(vec![sid("1.1"), sid("1.2")]));
-        b.user_remove_socket("a", "u", &sid("1.1")).await.expect("ok");
+        assert_eq!(
+            b.user_sockets("a", "u").await,
+            Ok(vec![sid("1.1"), sid("1.2")])
+        );
+        b.user_remove_socket("a", "u", &sid("1.1"))
+            .await
+            .expect("ok");
         assert_eq!(b.user_sockets("a", "u").await, Ok(vec![sid("1.2")]));
         assert_eq!(b.add_connection("a").await, Ok(1));
         assert_eq!(b.add_connection("a").await, Ok(2));
@@ -660,12 +705,22 @@ mod tests {
     async fn cache_keeps_last_event_until_ttl() {
         let b = MemoryBroker::new();
         assert_eq!(b.cache_get("a", "cache-c").await, Ok(None));
-        b.cache_set("a", "cache-c", Bytes::from_static(b"1"), Duration::from_secs(60))
-            .await
-            .expect("ok");
-        b.cache_set("a", "cache-c", Bytes::from_static(b"2"), Duration::from_secs(60))
-            .await
-            .expect("ok");
+        b.cache_set(
+            "a",
+            "cache-c",
+            Bytes::from_static(b"1"),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("ok");
+        b.cache_set(
+            "a",
+            "cache-c",
+            Bytes::from_static(b"2"),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("ok");
         let got = b.cache_get("a", "cache-c").await.expect("ok");
         assert_eq!(got.map(|g| g.0), Some(Bytes::from_static(b"2")));
         b.cache_set("a", "cache-d", Bytes::from_static(b"3"), Duration::ZERO)

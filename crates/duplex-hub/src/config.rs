@@ -269,11 +269,17 @@ impl HubConfig {
                 return Err(invalid(k("id"), format!("duplicate app id {:?}", app.id)));
             }
             if !keys.insert(app.key.as_str()) {
-                return Err(invalid(k("key"), format!("duplicate app key {:?}", app.key)));
+                return Err(invalid(
+                    k("key"),
+                    format!("duplicate app key {:?}", app.key),
+                ));
             }
             for (field, value) in [
                 ("max_message_size", app.max_message_size),
-                ("max_channels_per_connection", app.max_channels_per_connection),
+                (
+                    "max_channels_per_connection",
+                    app.max_channels_per_connection,
+                ),
                 ("max_presence_members", app.max_presence_members),
                 ("max_presence_member_size", app.max_presence_member_size),
                 ("max_event_channels", app.max_event_channels),
@@ -364,8 +370,10 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named_in_the_error() {
-        let e = HubConfig::from_toml("[[apps]]\nid='1'\nkey='k'\nsecret='s'\nenable_clent_events=true\n")
-            .expect_err("typo must fail");
+        let e = HubConfig::from_toml(
+            "[[apps]]\nid='1'\nkey='k'\nsecret='s'\nenable_clent_events=true\n",
+        )
+        .expect_err("typo must fail");
         assert!(e.to_string().contains("enable_clent_events"), "{e}");
     }
 
@@ -378,29 +386,42 @@ mod tests {
     #[test]
     fn duplicate_key_is_named_with_its_index() {
         let mut c = HubConfig::default();
-        let mut second = App::default();
-        second.id = "other".into();
-        c.apps.push(second);
-        assert!(matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "apps[1].key"));
+        c.apps.push(App {
+            id: "other".into(),
+            ..App::default()
+        });
+        assert!(
+            matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "apps[1].key")
+        );
     }
 
     #[test]
     fn zero_limits_and_bad_webhook_urls_are_named() {
         let mut c = HubConfig::default();
         c.apps[0].max_batch_size = 0;
-        assert!(matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "apps[0].max_batch_size"));
+        assert!(
+            matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "apps[0].max_batch_size")
+        );
         let mut c = HubConfig::default();
         c.apps[0].webhooks.push(Webhook {
             url: "ftp://x".into(),
             events: vec![],
         });
-        assert!(matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "apps[0].webhooks[0].url"));
+        assert!(
+            matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "apps[0].webhooks[0].url")
+        );
         let mut c = HubConfig::default();
         c.apps[0].key = "a/b".into();
-        assert!(matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "apps[0].key"));
-        let mut c = HubConfig::default();
-        c.outbound_queue = 0;
-        assert!(matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "outbound_queue"));
+        assert!(
+            matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "apps[0].key")
+        );
+        let c = HubConfig {
+            outbound_queue: 0,
+            ..HubConfig::default()
+        };
+        assert!(
+            matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "outbound_queue")
+        );
     }
 
     #[test]
@@ -420,7 +441,11 @@ mod tests {
         c.apply_env(&env).expect("valid env");
         assert_eq!(c.port, 8080);
         assert_eq!(
-            (c.apps[0].id.as_str(), c.apps[0].key.as_str(), c.apps[0].secret.as_str()),
+            (
+                c.apps[0].id.as_str(),
+                c.apps[0].key.as_str(),
+                c.apps[0].secret.as_str()
+            ),
             ("42", "key42", "sec42")
         );
         assert!(c.apps[0].enable_client_events);
@@ -430,11 +455,15 @@ mod tests {
     fn bad_env_value_names_the_variable() {
         let mut c = HubConfig::default();
         let env = HashMap::from([("DUPLEX_PORT".to_string(), "http".to_string())]);
-        assert!(matches!(c.apply_env(&env), Err(ConfigError::Invalid { key, .. }) if key == "DUPLEX_PORT"));
+        assert!(
+            matches!(c.apply_env(&env), Err(ConfigError::Invalid { key, .. }) if key == "DUPLEX_PORT")
+        );
         let env = HashMap::from([(
             "DUPLEX_APP_ENABLE_CLIENT_EVENTS".to_string(),
             "maybe".to_string(),
         )]);
-        assert!(matches!(c.apply_env(&env), Err(ConfigError::Invalid { key, .. }) if key == "DUPLEX_APP_ENABLE_CLIENT_EVENTS"));
+        assert!(
+            matches!(c.apply_env(&env), Err(ConfigError::Invalid { key, .. }) if key == "DUPLEX_APP_ENABLE_CLIENT_EVENTS")
+        );
     }
 }

@@ -43,9 +43,7 @@ use crate::broker::{Broker, BrokerError, Control, NodeId, NodeSink};
 use crate::channel::{self, ChannelKind};
 use crate::config::{App, ConfigError, HubConfig};
 use crate::metrics::Metrics;
-use crate::protocol::{
-    self, codes, ClientEvent, ClientMessage, ServerMessage, Signin, Subscribe,
-};
+use crate::protocol::{self, codes, ClientEvent, ClientMessage, ServerMessage, Signin, Subscribe};
 use crate::socket_id::SocketId;
 use crate::webhooks::{AppWebhookEvent, WebhookEvent};
 
@@ -409,9 +407,11 @@ impl Hub {
                 .fetch_add(1, Relaxed);
             e
         };
-        let app = self
-            .app_by_key(app_key)
-            .ok_or_else(|| refused(ConnectError::AppNotFound(app_key.chars().take(64).collect())))?;
+        let app = self.app_by_key(app_key).ok_or_else(|| {
+            refused(ConnectError::AppNotFound(
+                app_key.chars().take(64).collect(),
+            ))
+        })?;
         if !app.enabled {
             return Err(refused(ConnectError::AppDisabled));
         }
@@ -517,13 +517,12 @@ impl Hub {
             }
         }
         if let Some(user) = &conn.user_id {
-            broker.user_remove_socket(&conn.app.id, user, socket).await?;
+            broker
+                .user_remove_socket(&conn.app.id, user, socket)
+                .await?;
         }
         broker.remove_connection(&conn.app.id).await?;
-        self.inner
-            .metrics
-            .connections_current
-            .fetch_sub(1, Relaxed);
+        self.inner.metrics.connections_current.fetch_sub(1, Relaxed);
         tracing::debug!(%socket, "disconnected");
         result
     }
@@ -548,7 +547,12 @@ impl Hub {
         let broker = &self.inner.broker;
         if channel::is_cache(channel) {
             broker
-                .cache_set(&app.id, channel, payload.clone(), self.inner.config.cache_ttl())
+                .cache_set(
+                    &app.id,
+                    channel,
+                    payload.clone(),
+                    self.inner.config.cache_ttl(),
+                )
                 .await?;
         }
         let start = Instant::now();
@@ -592,10 +596,7 @@ impl Hub {
     }
 
     fn send_error(&self, sub: &Subscriber, code: Option<u16>, message: &str) {
-        self.inner
-            .metrics
-            .client_errors_total
-            .fetch_add(1, Relaxed);
+        self.inner.metrics.client_errors_total.fetch_add(1, Relaxed);
         self.inner
             .local
             .send(sub, ServerMessage::Error { code, message }.to_bytes());
@@ -633,26 +634,31 @@ impl Hub {
                 if owner.is_none() || owner != signed_in_as {
                     return Err((
                         Some(codes::UNAUTHORIZED),
-                        format!("Subscription to {} requires signing in as that user", s.channel),
+                        format!(
+                            "Subscription to {} requires signing in as that user",
+                            s.channel
+                        ),
                     ));
                 }
                 Ok(None)
             }
             ChannelKind::Public => Ok(None),
             ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence => {
-                let unauthorized =
-                    |why: String| (Some(codes::UNAUTHORIZED), format!("Unauthorized subscription to {}: {why}", s.channel));
+                let unauthorized = |why: String| {
+                    (
+                        Some(codes::UNAUTHORIZED),
+                        format!("Unauthorized subscription to {}: {why}", s.channel),
+                    )
+                };
                 let auth = s
                     .auth
                     .as_deref()
                     .filter(|a| !a.is_empty())
                     .ok_or_else(|| unauthorized("missing auth".into()))?;
                 let channel_data = if kind == ChannelKind::Presence {
-                    Some(
-                        s.channel_data
-                            .as_deref()
-                            .ok_or_else(|| unauthorized("presence channels need channel_data".into()))?,
-                    )
+                    Some(s.channel_data.as_deref().ok_or_else(|| {
+                        unauthorized("presence channels need channel_data".into())
+                    })?)
                 } else {
                     None
                 };
@@ -715,7 +721,9 @@ impl Hub {
         let channel = s.channel.as_str();
         if already {
             // Idempotent: confirm again without counting twice.
-            return self.confirm_subscription(app, sub, channel, member.is_some()).await;
+            return self
+                .confirm_subscription(app, sub, channel, member.is_some())
+                .await;
         }
         if count >= app.max_channels_per_connection {
             self.send_error(
@@ -731,7 +739,9 @@ impl Hub {
         if let Some(m) = &member {
             let users = broker.presence_user_count(&app.id, channel).await?;
             if users >= app.max_presence_members as u64
-                && !broker.presence_has_user(&app.id, channel, &m.user_id).await?
+                && !broker
+                    .presence_has_user(&app.id, channel, &m.user_id)
+                    .await?
             {
                 self.send_error(
                     sub,
@@ -751,8 +761,10 @@ impl Hub {
             let Some(conn) = conns.get_mut(socket) else {
                 return Err(HubError::UnknownSocket(socket.clone()));
             };
-            conn.channels
-                .insert(s.channel.clone(), member.as_ref().map(|m| m.user_id.clone()));
+            conn.channels.insert(
+                s.channel.clone(),
+                member.as_ref().map(|m| m.user_id.clone()),
+            );
         }
         let first_local = {
             let mut channels = self
@@ -774,7 +786,9 @@ impl Hub {
             .subscriptions_current
             .fetch_add(1, Relaxed);
         if first_local {
-            broker.subscribe_node(self.inner.node, &app.id, channel).await?;
+            broker
+                .subscribe_node(self.inner.node, &app.id, channel)
+                .await?;
         }
         if broker.add_subscription(&app.id, channel, socket).await? == 1 {
             self.webhook(
@@ -828,7 +842,10 @@ impl Hub {
                 .to_bytes(),
             );
         } else {
-            local.send(sub, ServerMessage::SubscriptionSucceeded { channel }.to_bytes());
+            local.send(
+                sub,
+                ServerMessage::SubscriptionSucceeded { channel }.to_bytes(),
+            );
         }
         if channel::is_cache(channel) {
             match broker.cache_get(&app.id, channel).await? {
@@ -941,9 +958,13 @@ impl Hub {
         sub: &Subscriber,
         s: Signin,
     ) -> Result<(), HubError> {
-        if let Err(e) =
-            auth::verify_user_auth(&app.key, &app.secret, socket.as_str(), &s.user_data, &s.auth)
-        {
+        if let Err(e) = auth::verify_user_auth(
+            &app.key,
+            &app.secret,
+            socket.as_str(),
+            &s.user_data,
+            &s.auth,
+        ) {
             self.send_error(
                 sub,
                 Some(codes::UNAUTHORIZED),

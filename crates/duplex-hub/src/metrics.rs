@@ -216,14 +216,21 @@ impl Metrics {
             "Webhook events dropped because the queue was full.",
             c(&self.webhooks_dropped_total),
         );
-        let _ = writeln!(out, "# HELP duplex_api_requests_total REST API requests by status class.");
+        let _ = writeln!(
+            out,
+            "# HELP duplex_api_requests_total REST API requests by status class."
+        );
         let _ = writeln!(out, "# TYPE duplex_api_requests_total counter");
         for (class, v) in [
             ("2xx", &self.api_requests_2xx),
             ("4xx", &self.api_requests_4xx),
             ("5xx", &self.api_requests_5xx),
         ] {
-            let _ = writeln!(out, "duplex_api_requests_total{{status=\"{class}\"}} {}", c(v));
+            let _ = writeln!(
+                out,
+                "duplex_api_requests_total{{status=\"{class}\"}} {}",
+                c(v)
+            );
         }
         let h = &self.delivery_latency;
         let _ = writeln!(

@@ -877,11 +877,23 @@ mod tests {
 
     #[test]
     fn close_code_ranges_follow_the_protocol() {
-        assert_eq!(close_action(codes::APP_NOT_FOUND), CloseAction::DoNotReconnect);
-        assert_eq!(close_action(codes::UNAUTHORIZED), CloseAction::DoNotReconnect);
+        assert_eq!(
+            close_action(codes::APP_NOT_FOUND),
+            CloseAction::DoNotReconnect
+        );
+        assert_eq!(
+            close_action(codes::UNAUTHORIZED),
+            CloseAction::DoNotReconnect
+        );
         assert_eq!(close_action(codes::OVER_CAPACITY), CloseAction::BackOff);
-        assert_eq!(close_action(codes::PONG_NOT_RECEIVED), CloseAction::ReconnectNow);
-        assert_eq!(close_action(codes::CLIENT_EVENT_RATE_LIMIT), CloseAction::Other);
+        assert_eq!(
+            close_action(codes::PONG_NOT_RECEIVED),
+            CloseAction::ReconnectNow
+        );
+        assert_eq!(
+            close_action(codes::CLIENT_EVENT_RATE_LIMIT),
+            CloseAction::Other
+        );
     }
 
     #[test]

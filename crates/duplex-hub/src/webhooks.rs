@@ -380,8 +380,18 @@ mod tests {
     #[test]
     fn batch_body_has_time_ms_and_events_and_is_signed_with_the_secret() {
         let events = vec![
-            ev("1", WebhookEvent::ChannelOccupied { channel: "a".into() }),
-            ev("1", WebhookEvent::ChannelVacated { channel: "a".into() }),
+            ev(
+                "1",
+                WebhookEvent::ChannelOccupied {
+                    channel: "a".into(),
+                },
+            ),
+            ev(
+                "1",
+                WebhookEvent::ChannelVacated {
+                    channel: "a".into(),
+                },
+            ),
         ];
         let reqs = build_requests(&[app(vec![])], &events, 1327078148132, 50);
         assert_eq!(reqs.len(), 1);
@@ -408,7 +418,12 @@ mod tests {
     #[test]
     fn endpoints_get_only_the_kinds_they_asked_for_and_only_their_app() {
         let events = vec![
-            ev("1", WebhookEvent::ChannelOccupied { channel: "a".into() }),
+            ev(
+                "1",
+                WebhookEvent::ChannelOccupied {
+                    channel: "a".into(),
+                },
+            ),
             ev(
                 "1",
                 WebhookEvent::MemberAdded {
@@ -416,10 +431,13 @@ mod tests {
                     user_id: "u".into(),
                 },
             ),
-            ev("2", WebhookEvent::MemberAdded {
-                channel: "presence-b".into(),
-                user_id: "v".into(),
-            }),
+            ev(
+                "2",
+                WebhookEvent::MemberAdded {
+                    channel: "presence-b".into(),
+                    user_id: "v".into(),
+                },
+            ),
         ];
         let reqs = build_requests(&[app(vec![WebhookKind::MemberAdded])], &events, 0, 50);
         assert_eq!(reqs.len(), 1);
@@ -431,7 +449,14 @@ mod tests {
     #[test]
     fn batches_are_split_at_batch_size() {
         let events: Vec<_> = (0..5)
-            .map(|i| ev("1", WebhookEvent::ChannelOccupied { channel: format!("c{i}") }))
+            .map(|i| {
+                ev(
+                    "1",
+                    WebhookEvent::ChannelOccupied {
+                        channel: format!("c{i}"),
+                    },
+                )
+            })
             .collect();
         assert_eq!(build_requests(&[app(vec![])], &events, 0, 2).len(), 3);
     }
@@ -439,11 +464,26 @@ mod tests {
     #[test]
     fn retry_policy_backs_off_exponentially_and_gives_up_after_five_minutes() {
         let p = RetryPolicy::default();
-        assert_eq!(p.delay_before_retry(1, Duration::ZERO), Some(Duration::from_secs(1)));
-        assert_eq!(p.delay_before_retry(2, Duration::from_secs(1)), Some(Duration::from_secs(2)));
-        assert_eq!(p.delay_before_retry(3, Duration::from_secs(3)), Some(Duration::from_secs(4)));
-        assert_eq!(p.delay_before_retry(10, Duration::from_secs(100)), Some(Duration::from_secs(60)));
-        assert_eq!(p.delay_before_retry(40, Duration::from_secs(100)), Some(Duration::from_secs(60)));
+        assert_eq!(
+            p.delay_before_retry(1, Duration::ZERO),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            p.delay_before_retry(2, Duration::from_secs(1)),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            p.delay_before_retry(3, Duration::from_secs(3)),
+            Some(Duration::from_secs(4))
+        );
+        assert_eq!(
+            p.delay_before_retry(10, Duration::from_secs(100)),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            p.delay_before_retry(40, Duration::from_secs(100)),
+            Some(Duration::from_secs(60))
+        );
         assert_eq!(p.delay_before_retry(9, Duration::from_secs(290)), None);
     }
 
@@ -481,12 +521,20 @@ mod tests {
         );
         let req = build_requests(
             &[app(vec![])],
-            &[ev("1", WebhookEvent::CacheMiss { channel: "cache-a".into() })],
+            &[ev(
+                "1",
+                WebhookEvent::CacheMiss {
+                    channel: "cache-a".into(),
+                },
+            )],
             0,
             50,
         )
         .remove(0);
-        assert_eq!(d.deliver(&req).await, DeliveryOutcome::Delivered { attempts: 3 });
+        assert_eq!(
+            d.deliver(&req).await,
+            DeliveryOutcome::Delivered { attempts: 3 }
+        );
         assert_eq!(metrics.webhooks_retried_total.load(Relaxed), 2);
         assert_eq!(metrics.webhooks_delivered_total.load(Relaxed), 1);
     }
@@ -532,9 +580,14 @@ mod tests {
         );
         let (tx, rx) = mpsc::channel(16);
         for i in 0..3 {
-            tx.send(ev("1", WebhookEvent::ChannelOccupied { channel: format!("c{i}") }))
-                .await
-                .expect("queue open");
+            tx.send(ev(
+                "1",
+                WebhookEvent::ChannelOccupied {
+                    channel: format!("c{i}"),
+                },
+            ))
+            .await
+            .expect("queue open");
         }
         drop(tx);
         d.run(rx).await;

@@ -54,7 +54,8 @@ async fn trigger_event_reaches_subscribers_and_answers_empty_object() {
     let mut c = Client::connect(&hub).await;
     c.subscribe_public("news").await;
     c.drain();
-    let body = trigger_body(json!({"name":"headline","channels":["news","other"],"data":"{\"t\":1}"}));
+    let body =
+        trigger_body(json!({"name":"headline","channels":["news","other"],"data":"{\"t\":1}"}));
     let r = call(&hub, signed("POST", "/apps/app-id/events", &[], &body)).await;
     assert_eq!((r.status, r.json_body()), (200, json!({})));
     assert_eq!(
@@ -86,7 +87,12 @@ async fn object_data_is_forwarded_as_its_json_text() {
     c.subscribe_public("news").await;
     c.drain();
     let body = trigger_body(json!({"name":"e","channel":"news","data":{"a":1}}));
-    assert_eq!(call(&hub, signed("POST", "/apps/app-id/events", &[], &body)).await.status, 200);
+    assert_eq!(
+        call(&hub, signed("POST", "/apps/app-id/events", &[], &body))
+            .await
+            .status,
+        200
+    );
     let Some(Outbound::Text(raw)) = c.next_raw() else {
         panic!("event expected")
     };
@@ -98,7 +104,11 @@ async fn object_data_is_forwarded_as_its_json_text() {
 async fn bad_signature_is_401() {
     let hub = hub(|_| {});
     let body = trigger_body(json!({"name":"e","channel":"news","data":"x"}));
-    let r = call(&hub, signed_with("wrong", NOW, "POST", "/apps/app-id/events", &[], &body)).await;
+    let r = call(
+        &hub,
+        signed_with("wrong", NOW, "POST", "/apps/app-id/events", &[], &body),
+    )
+    .await;
     assert_eq!(r.status, 401);
     assert!(r.json_body()["error"].is_string());
 }
@@ -130,20 +140,40 @@ async fn tampered_body_is_401() {
 #[tokio::test]
 async fn unknown_app_and_unknown_route_are_404() {
     let hub = hub(|_| {});
-    assert_eq!(call(&hub, signed("GET", "/apps/nope/channels", &[], "")).await.status, 404);
-    assert_eq!(call(&hub, signed("GET", "/apps/app-id/nothing", &[], "")).await.status, 404);
+    assert_eq!(
+        call(&hub, signed("GET", "/apps/nope/channels", &[], ""))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        call(&hub, signed("GET", "/apps/app-id/nothing", &[], ""))
+            .await
+            .status,
+        404
+    );
 }
 
 #[tokio::test]
 async fn disabled_app_is_403() {
     let hub = hub(|a| a.enabled = false);
-    assert_eq!(call(&hub, signed("GET", "/apps/app-id/channels", &[], "")).await.status, 403);
+    assert_eq!(
+        call(&hub, signed("GET", "/apps/app-id/channels", &[], ""))
+            .await
+            .status,
+        403
+    );
 }
 
 #[tokio::test]
 async fn wrong_method_is_405() {
     let hub = hub(|_| {});
-    assert_eq!(call(&hub, signed("GET", "/apps/app-id/events", &[], "")).await.status, 405);
+    assert_eq!(
+        call(&hub, signed("GET", "/apps/app-id/events", &[], ""))
+            .await
+            .status,
+        405
+    );
 }
 
 #[tokio::test]
@@ -162,7 +192,12 @@ async fn data_over_10kb_is_413() {
     let r = call(&hub, signed("POST", "/apps/app-id/events", &[], &body)).await;
     assert_eq!(r.status, 413);
     let body = trigger_body(json!({"name":"e","channel":"news","data":"x".repeat(10 * 1024)}));
-    assert_eq!(call(&hub, signed("POST", "/apps/app-id/events", &[], &body)).await.status, 200);
+    assert_eq!(
+        call(&hub, signed("POST", "/apps/app-id/events", &[], &body))
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test]
@@ -190,14 +225,22 @@ async fn batch_delivers_each_event_and_refuses_more_than_10() {
     let body = trigger_body(json!({"batch":[
         {"name":"e1","channel":"a","data":"1"},
         {"name":"e2","channel":"b","data":"2"}]}));
-    let r = call(&hub, signed("POST", "/apps/app-id/batch_events", &[], &body)).await;
+    let r = call(
+        &hub,
+        signed("POST", "/apps/app-id/batch_events", &[], &body),
+    )
+    .await;
     assert_eq!((r.status, r.json_body()), (200, json!({})));
     assert_eq!(events(&c.drain()), vec!["e1", "e2"]);
     let eleven: Vec<Value> = (0..11)
         .map(|i| json!({"name":"e","channel":"a","data":i.to_string()}))
         .collect();
     let body = trigger_body(json!({ "batch": eleven }));
-    let r = call(&hub, signed("POST", "/apps/app-id/batch_events", &[], &body)).await;
+    let r = call(
+        &hub,
+        signed("POST", "/apps/app-id/batch_events", &[], &body),
+    )
+    .await;
     assert_eq!(r.status, 400);
     assert!(c.drain().is_empty(), "nothing of a refused batch is sent");
 }
@@ -210,7 +253,11 @@ async fn batch_with_info_returns_attributes_per_event() {
     let body = trigger_body(json!({"batch":[
         {"name":"e1","channel":"a","data":"1","info":"subscription_count"},
         {"name":"e2","channel":"b","data":"2"}]}));
-    let r = call(&hub, signed("POST", "/apps/app-id/batch_events", &[], &body)).await;
+    let r = call(
+        &hub,
+        signed("POST", "/apps/app-id/batch_events", &[], &body),
+    )
+    .await;
     assert_eq!(
         r.json_body(),
         json!({"batch":[{"subscription_count":1},{}]})
@@ -235,7 +282,10 @@ async fn channels_lists_occupied_channels_with_prefix_and_user_count() {
         signed(
             "GET",
             "/apps/app-id/channels",
-            &[("filter_by_prefix", "presence-"), ("info", "user_count,subscription_count")],
+            &[
+                ("filter_by_prefix", "presence-"),
+                ("info", "user_count,subscription_count"),
+            ],
             "",
         ),
     )
@@ -246,7 +296,12 @@ async fn channels_lists_occupied_channels_with_prefix_and_user_count() {
     );
     let r = call(
         &hub,
-        signed("GET", "/apps/app-id/channels", &[("info", "user_count")], ""),
+        signed(
+            "GET",
+            "/apps/app-id/channels",
+            &[("info", "user_count")],
+            "",
+        ),
     )
     .await;
     assert_eq!(r.status, 400, "user_count needs the presence- prefix");
@@ -259,15 +314,28 @@ async fn channel_info_reports_occupied_counts_and_cache() {
     a.subscribe_public("news").await;
     let r = call(
         &hub,
-        signed("GET", "/apps/app-id/channels/news", &[("info", "subscription_count")], ""),
+        signed(
+            "GET",
+            "/apps/app-id/channels/news",
+            &[("info", "subscription_count")],
+            "",
+        ),
     )
     .await;
-    assert_eq!(r.json_body(), json!({"occupied":true,"subscription_count":1}));
+    assert_eq!(
+        r.json_body(),
+        json!({"occupied":true,"subscription_count":1})
+    );
     let r = call(&hub, signed("GET", "/apps/app-id/channels/empty", &[], "")).await;
     assert_eq!(r.json_body(), json!({"occupied":false}));
     let r = call(
         &hub,
-        signed("GET", "/apps/app-id/channels/news", &[("info", "user_count")], ""),
+        signed(
+            "GET",
+            "/apps/app-id/channels/news",
+            &[("info", "user_count")],
+            "",
+        ),
     )
     .await;
     assert_eq!(r.status, 400, "user_count is presence-only");
@@ -275,7 +343,12 @@ async fn channel_info_reports_occupied_counts_and_cache() {
     call(&hub, signed("POST", "/apps/app-id/events", &[], &body)).await;
     let r = call(
         &hub,
-        signed("GET", "/apps/app-id/channels/cache-p", &[("info", "cache")], ""),
+        signed(
+            "GET",
+            "/apps/app-id/channels/cache-p",
+            &[("info", "cache")],
+            "",
+        ),
     )
     .await;
     assert_eq!(r.json_body()["cache"]["event"]["event"], "tick");
@@ -290,9 +363,20 @@ async fn users_lists_presence_members_and_refuses_other_channels() {
     a.subscribe_presence("presence-room", "alice").await;
     a2.subscribe_presence("presence-room", "alice").await;
     b.subscribe_presence("presence-room", "bob").await;
-    let r = call(&hub, signed("GET", "/apps/app-id/channels/presence-room/users", &[], "")).await;
-    assert_eq!(r.json_body(), json!({"users":[{"id":"alice"},{"id":"bob"}]}));
-    let r = call(&hub, signed("GET", "/apps/app-id/channels/news/users", &[], "")).await;
+    let r = call(
+        &hub,
+        signed("GET", "/apps/app-id/channels/presence-room/users", &[], ""),
+    )
+    .await;
+    assert_eq!(
+        r.json_body(),
+        json!({"users":[{"id":"alice"},{"id":"bob"}]})
+    );
+    let r = call(
+        &hub,
+        signed("GET", "/apps/app-id/channels/news/users", &[], ""),
+    )
+    .await;
     assert_eq!(r.status, 400);
 }
 
@@ -304,11 +388,19 @@ async fn terminate_connections_closes_the_users_sockets() {
     a.drain();
     let r = call(
         &hub,
-        signed("POST", "/apps/app-id/users/u1/terminate_connections", &[], ""),
+        signed(
+            "POST",
+            "/apps/app-id/users/u1/terminate_connections",
+            &[],
+            "",
+        ),
     )
     .await;
     assert_eq!((r.status, r.json_body()), (200, json!({})));
-    assert!(matches!(a.next_raw(), Some(Outbound::Close { code: 4009, .. })));
+    assert!(matches!(
+        a.next_raw(),
+        Some(Outbound::Close { code: 4009, .. })
+    ));
 }
 
 #[tokio::test]
@@ -329,7 +421,11 @@ async fn send_to_user_reaches_the_signed_in_users_channel() {
 async fn api_responses_are_counted_by_status_class() {
     let hub = hub(|_| {});
     call(&hub, signed("GET", "/apps/app-id/channels", &[], "")).await;
-    call(&hub, signed_with("x", NOW, "GET", "/apps/app-id/channels", &[], "")).await;
+    call(
+        &hub,
+        signed_with("x", NOW, "GET", "/apps/app-id/channels", &[], ""),
+    )
+    .await;
     let text = hub.metrics().render();
     assert!(text.contains("duplex_api_requests_total{status=\"2xx\"} 1"));
     assert!(text.contains("duplex_api_requests_total{status=\"4xx\"} 1"));

@@ -87,7 +87,10 @@ async fn public_subscribe_gets_subscription_succeeded_and_events() {
     assert_eq!(m[0]["channel"], "news");
     publish(&hub, "news", "headline", r#"{"t":1}"#).await;
     let m = c.drain();
-    assert_eq!(m, vec![json!({"event":"headline","channel":"news","data":{"t":1}})]);
+    assert_eq!(
+        m,
+        vec![json!({"event":"headline","channel":"news","data":{"t":1}})]
+    );
 }
 
 #[tokio::test]
@@ -212,8 +215,10 @@ async fn presence_subscribe_lists_members_and_announces_newcomers_to_others() {
     let m = a.drain();
     assert_eq!(
         m,
-        vec![json!({"event":"pusher_internal:member_added","channel":"presence-room",
-                    "data":{"user_id":"bob","user_info":{"name":"bob"}}})]
+        vec![
+            json!({"event":"pusher_internal:member_added","channel":"presence-room",
+                    "data":{"user_id":"bob","user_info":{"name":"bob"}}})
+        ]
     );
 }
 
@@ -229,7 +234,10 @@ async fn member_removed_only_when_the_users_last_socket_leaves() {
     let m = watcher.drain();
     assert_eq!(
         events(&m),
-        vec!["pusher_internal:subscription_succeeded", "pusher_internal:member_added"],
+        vec![
+            "pusher_internal:subscription_succeeded",
+            "pusher_internal:member_added"
+        ],
         "one member_added for two sockets of one user"
     );
     assert_eq!(tab2.drain()[0]["data"]["presence"]["count"], 2);
@@ -239,7 +247,9 @@ async fn member_removed_only_when_the_users_last_socket_leaves() {
         .await;
     assert_eq!(
         watcher.drain(),
-        vec![json!({"event":"pusher_internal:member_removed","channel":"presence-room","data":{"user_id":"u"}})]
+        vec![
+            json!({"event":"pusher_internal:member_removed","channel":"presence-room","data":{"user_id":"u"}})
+        ]
     );
 }
 
@@ -366,8 +376,11 @@ async fn client_events_over_the_rate_get_error_4301_and_are_dropped() {
     b.drain();
     let t0 = Instant::now();
     for _ in 0..4 {
-        a.send_at(json!({"event":"client-x","channel":"private-chat","data":{}}), t0)
-            .await;
+        a.send_at(
+            json!({"event":"client-x","channel":"private-chat","data":{}}),
+            t0,
+        )
+        .await;
     }
     let errs = a.drain();
     assert_eq!(errs.len(), 1);
@@ -379,7 +392,10 @@ async fn client_events_over_the_rate_get_error_4301_and_are_dropped() {
     )
     .await;
     assert_eq!(b.drain().len(), 1, "the bucket refills");
-    assert!(!hub.is_closing(&a.conn.socket_id), "rate limiting does not close");
+    assert!(
+        !hub.is_closing(&a.conn.socket_id),
+        "rate limiting does not close"
+    );
 }
 
 #[tokio::test]
@@ -404,7 +420,10 @@ async fn empty_cache_channel_sends_cache_miss() {
     c.subscribe_private("private-cache-x").await;
     assert_eq!(
         events(&c.drain()),
-        vec!["pusher_internal:subscription_succeeded", "pusher:cache_miss"]
+        vec![
+            "pusher_internal:subscription_succeeded",
+            "pusher:cache_miss"
+        ]
     );
 }
 
@@ -489,7 +508,10 @@ async fn server_to_user_channel_requires_signin_as_that_user() {
     let m = c.drain();
     assert_eq!(
         events(&m),
-        vec!["pusher:signin_success", "pusher_internal:subscription_succeeded"]
+        vec![
+            "pusher:signin_success",
+            "pusher_internal:subscription_succeeded"
+        ]
     );
     publish(&hub, "#server-to-user-u1", "note", "{}").await;
     assert_eq!(events(&c.drain()), vec!["note"]);
@@ -525,7 +547,12 @@ async fn disconnect_cleans_up_subscriptions_presence_and_counts() {
     assert_eq!(b.presence_user_count(APP_ID, "presence-room").await, Ok(0));
     assert_eq!(b.user_sockets(APP_ID, "u").await, Ok(vec![]));
     assert_eq!(hub.local_connections(), 0);
-    assert!(c.conn.outbound.recv().await.is_some_and(|o| matches!(o, Outbound::Text(_))));
+    assert!(c
+        .conn
+        .outbound
+        .recv()
+        .await
+        .is_some_and(|o| matches!(o, Outbound::Text(_))));
     // Everything queued is drained, then the queue ends.
     while let Some(o) = c.conn.outbound.recv().await {
         assert!(matches!(o, Outbound::Text(_)));
@@ -559,8 +586,14 @@ async fn webhooks_report_occupied_member_added_client_event_vacated() {
         got,
         vec![
             WebhookEvent::ChannelOccupied { channel: ch() },
-            WebhookEvent::MemberAdded { channel: ch(), user_id: "alice".into() },
-            WebhookEvent::MemberAdded { channel: ch(), user_id: "bob".into() },
+            WebhookEvent::MemberAdded {
+                channel: ch(),
+                user_id: "alice".into()
+            },
+            WebhookEvent::MemberAdded {
+                channel: ch(),
+                user_id: "bob".into()
+            },
             WebhookEvent::ClientEvent {
                 channel: ch(),
                 event: "client-x".into(),
@@ -568,9 +601,15 @@ async fn webhooks_report_occupied_member_added_client_event_vacated() {
                 socket_id: a.id().into(),
                 user_id: Some("alice".into())
             },
-            WebhookEvent::MemberRemoved { channel: ch(), user_id: "alice".into() },
+            WebhookEvent::MemberRemoved {
+                channel: ch(),
+                user_id: "alice".into()
+            },
             WebhookEvent::ChannelVacated { channel: ch() },
-            WebhookEvent::MemberRemoved { channel: ch(), user_id: "bob".into() },
+            WebhookEvent::MemberRemoved {
+                channel: ch(),
+                user_id: "bob".into()
+            },
         ]
     );
 }
@@ -585,7 +624,13 @@ async fn two_nodes_on_one_broker_share_events_and_presence() {
     a.subscribe_presence("presence-room", "alice").await;
     b.subscribe_presence("presence-room", "bob").await;
     assert_eq!(b.drain()[0]["data"]["presence"]["count"], 2);
-    assert_eq!(events(&a.drain()), vec!["pusher_internal:subscription_succeeded", "pusher_internal:member_added"]);
+    assert_eq!(
+        events(&a.drain()),
+        vec![
+            "pusher_internal:subscription_succeeded",
+            "pusher_internal:member_added"
+        ]
+    );
     publish(&node1, "presence-room", "e", "{}").await;
     assert_eq!(events(&a.drain()), vec!["e"]);
     assert_eq!(events(&b.drain()), vec!["e"]);
@@ -599,6 +644,8 @@ async fn two_nodes_on_one_broker_share_events_and_presence() {
     b.disconnect().await;
     assert_eq!(
         a.drain(),
-        vec![json!({"event":"pusher_internal:member_removed","channel":"presence-room","data":{"user_id":"bob"}})]
+        vec![
+            json!({"event":"pusher_internal:member_removed","channel":"presence-room","data":{"user_id":"bob"}})
+        ]
     );
 }

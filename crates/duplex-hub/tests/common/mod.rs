@@ -95,8 +95,10 @@ impl Client {
 
     pub async fn subscribe_private(&mut self, channel: &str) {
         let a = auth::channel_auth(KEY, SECRET, self.id(), channel, None);
-        self.send(serde_json::json!({"event":"pusher:subscribe","data":{"channel":channel,"auth":a}}))
-            .await;
+        self.send(
+            serde_json::json!({"event":"pusher:subscribe","data":{"channel":channel,"auth":a}}),
+        )
+        .await;
     }
 
     pub async fn subscribe_presence(&mut self, channel: &str, user_id: &str) {
