@@ -921,14 +921,6 @@ impl Hub {
                 .unsubscribe_node(self.inner.node, &app.id, channel)
                 .await?;
         }
-        if broker.remove_subscription(&app.id, channel, socket).await? == 0 {
-            self.webhook(
-                app,
-                WebhookEvent::ChannelVacated {
-                    channel: channel.to_owned(),
-                },
-            );
-        }
         if presence {
             if let Some(leave) = broker.presence_remove(&app.id, channel, socket).await? {
                 if leave.user_left {
@@ -947,6 +939,14 @@ impl Hub {
                     );
                 }
             }
+        }
+        if broker.remove_subscription(&app.id, channel, socket).await? == 0 {
+            self.webhook(
+                app,
+                WebhookEvent::ChannelVacated {
+                    channel: channel.to_owned(),
+                },
+            );
         }
         Ok(())
     }

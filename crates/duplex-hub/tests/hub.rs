@@ -605,11 +605,11 @@ async fn webhooks_report_occupied_member_added_client_event_vacated() {
                 channel: ch(),
                 user_id: "alice".into()
             },
-            WebhookEvent::ChannelVacated { channel: ch() },
             WebhookEvent::MemberRemoved {
                 channel: ch(),
                 user_id: "bob".into()
             },
+            WebhookEvent::ChannelVacated { channel: ch() },
         ]
     );
 }
