@@ -518,8 +518,18 @@ impl Broker for MemoryBroker {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// The behaviour every [`Broker`] must show, as one suite: a Redis broker runs the same checks.
+///
+/// Each check takes a fresh broker and panics on the first mismatch (it is test code, shipped
+/// so other crates can run it):
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// duplex_hub::broker::conformance::run_all(duplex_hub::broker::MemoryBroker::new).await;
+/// # });
+/// ```
+#[allow(clippy::missing_panics_doc)]
+pub mod conformance {
     use super::*;
     use crate::protocol::parse_channel_data;
     use std::sync::Arc;
@@ -554,9 +564,8 @@ mod tests {
         parse_channel_data(&format!(r#"{{"user_id":"{id}"}}"#)).expect("valid")
     }
 
-    #[tokio::test]
-    async fn publish_reaches_only_nodes_subscribed_to_the_channel() {
-        let b = MemoryBroker::new();
+    /// Conformance check `publish_reaches_only_nodes_subscribed_to_the_channel`.
+    pub async fn publish_reaches_only_nodes_subscribed_to_the_channel(b: &dyn Broker) {
         let s1 = Arc::new(RecordingSink::default());
         let s2 = Arc::new(RecordingSink::default());
         let w1: Weak<dyn NodeSink> = Arc::downgrade(&s1) as Weak<dyn NodeSink>;
@@ -590,9 +599,8 @@ mod tests {
         assert_eq!(s1.got.lock().expect("lock").len(), 1);
     }
 
-    #[tokio::test]
-    async fn control_reaches_every_node() {
-        let b = MemoryBroker::new();
+    /// Conformance check `control_reaches_every_node`.
+    pub async fn control_reaches_every_node(b: &dyn Broker) {
         let s1 = Arc::new(RecordingSink::default());
         let s2 = Arc::new(RecordingSink::default());
         b.attach(Arc::downgrade(&s1) as Weak<dyn NodeSink>);
@@ -607,9 +615,8 @@ mod tests {
         assert_eq!(*s2.controls.lock().expect("lock"), vec![c]);
     }
 
-    #[tokio::test]
-    async fn subscription_counts_report_occupied_and_vacated() {
-        let b = MemoryBroker::new();
+    /// Conformance check `subscription_counts_report_occupied_and_vacated`.
+    pub async fn subscription_counts_report_occupied_and_vacated(b: &dyn Broker) {
         assert_eq!(b.add_subscription("a", "c", &sid("1.1")).await, Ok(1));
         assert_eq!(b.add_subscription("a", "c", &sid("1.2")).await, Ok(2));
         assert_eq!(b.add_subscription("a", "c", &sid("1.2")).await, Ok(2));
@@ -620,9 +627,8 @@ mod tests {
         assert_eq!(b.subscription_count("a", "c").await, Ok(0));
     }
 
-    #[tokio::test]
-    async fn channels_filter_by_prefix() {
-        let b = MemoryBroker::new();
+    /// Conformance check `channels_filter_by_prefix`.
+    pub async fn channels_filter_by_prefix(b: &dyn Broker) {
         b.add_subscription("a", "presence-x", &sid("1.1"))
             .await
             .expect("ok");
@@ -635,9 +641,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn presence_counts_one_member_per_user_across_sockets() {
-        let b = MemoryBroker::new();
+    /// Conformance check `presence_counts_one_member_per_user_across_sockets`.
+    pub async fn presence_counts_one_member_per_user_across_sockets(b: &dyn Broker) {
         assert_eq!(
             b.presence_add("a", "presence-c", &sid("1.1"), member("u"))
                 .await,
@@ -683,9 +688,8 @@ mod tests {
         assert_eq!(b.presence_has_user("a", "presence-c", "v").await, Ok(true));
     }
 
-    #[tokio::test]
-    async fn user_sockets_and_connection_counts() {
-        let b = MemoryBroker::new();
+    /// Conformance check `user_sockets_and_connection_counts`.
+    pub async fn user_sockets_and_connection_counts(b: &dyn Broker) {
         b.user_add_socket("a", "u", &sid("1.1")).await.expect("ok");
         b.user_add_socket("a", "u", &sid("1.2")).await.expect("ok");
         assert_eq!(
@@ -701,9 +705,8 @@ mod tests {
         assert_eq!(b.remove_connection("a").await, Ok(1));
     }
 
-    #[tokio::test]
-    async fn cache_keeps_last_event_until_ttl() {
-        let b = MemoryBroker::new();
+    /// Conformance check `cache_keeps_last_event_until_ttl`.
+    pub async fn cache_keeps_last_event_until_ttl(b: &dyn Broker) {
         assert_eq!(b.cache_get("a", "cache-c").await, Ok(None));
         b.cache_set(
             "a",
@@ -727,5 +730,24 @@ mod tests {
             .await
             .expect("ok");
         assert_eq!(b.cache_get("a", "cache-d").await, Ok(None));
+    }
+
+    /// Runs every check, each on a fresh broker from `make`.
+    pub async fn run_all<B: Broker, F: Fn() -> B>(make: F) {
+        publish_reaches_only_nodes_subscribed_to_the_channel(&make()).await;
+        control_reaches_every_node(&make()).await;
+        subscription_counts_report_occupied_and_vacated(&make()).await;
+        channels_filter_by_prefix(&make()).await;
+        presence_counts_one_member_per_user_across_sockets(&make()).await;
+        user_sockets_and_connection_counts(&make()).await;
+        cache_keeps_last_event_until_ttl(&make()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn memory_broker_passes_the_conformance_suite() {
+        super::conformance::run_all(super::MemoryBroker::new).await;
     }
 }
