@@ -1,0 +1,469 @@
+//! Configuration: apps, their limits and webhooks, and node-wide settings.
+//!
+//! Built file → env → flags (the CLI applies flags), then [`HubConfig::validate`]d once at start;
+//! errors name the offending key (`apps[1].key`). With no file at all the hub serves one
+//! default app so `duplex serve` works out of the box:
+//!
+//! | key | default | why |
+//! | --- | --- | --- |
+//! | `port` | 6001 | the port Laravel Echo / pusher-js self-hosting guides use |
+//! | `activity_timeout` | 120 s | the protocol's recommended ping interval |
+//! | `apps[0].id` / `key` / `secret` | `app-id` / `app-key` / `app-secret` | well-known dev credentials, **change them in production** |
+//! | `enable_client_events` | false | Pusher's default: client events are opt-in per app |
+//! | `max_connections` | 0 = unlimited | |
+//! | `max_message_size` | 10 240 bytes | Pusher's documented event data limit (10 KB) |
+//! | `client_event_rate` | 10 / s per connection | Pusher's documented client event limit |
+//! | `max_channels_per_connection` | 100 | bounds per-connection state |
+//! | `max_presence_members` | 100 | Pusher's presence member limit |
+//! | `max_presence_member_size` | 1 024 bytes | bound on `user_info` fan-out |
+//! | `max_event_channels` | 100 | REST API: channels per trigger |
+//! | `max_batch_size` | 10 | REST API: events per batch |
+//! | `outbound_queue` | 1 024 messages | per connection; overflow closes the slow consumer (4100) |
+//! | `cache_ttl` | 1 800 s | cache channels keep their last event "up to 30 minutes" |
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::webhooks::WebhookKind;
+
+/// Default listening port.
+pub const DEFAULT_PORT: u16 = 6001;
+
+/// One application: credentials, switches and limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct App {
+    /// App id, used in REST paths `/apps/{id}/...`.
+    pub id: String,
+    /// Public key, used in the WebSocket path `/app/{key}` and in signatures.
+    pub key: String,
+    /// Secret for every HMAC.
+    pub secret: String,
+    /// A disabled app refuses connections (4003) and API calls (403).
+    pub enabled: bool,
+    /// Allow `client-*` events on private and presence channels.
+    pub enable_client_events: bool,
+    /// Concurrent connections across all nodes; 0 = unlimited.
+    pub max_connections: u64,
+    /// Largest event `data` (API) or client event frame, in bytes.
+    pub max_message_size: usize,
+    /// Client events per second per connection (token bucket, burst = rate).
+    pub client_event_rate: u32,
+    /// Channels one connection may be subscribed to at once.
+    pub max_channels_per_connection: usize,
+    /// Distinct users in one presence channel.
+    pub max_presence_members: usize,
+    /// Largest presence `channel_data`, in bytes.
+    pub max_presence_member_size: usize,
+    /// Channels per REST trigger.
+    pub max_event_channels: usize,
+    /// Events per REST batch.
+    pub max_batch_size: usize,
+    /// Webhook endpoints.
+    pub webhooks: Vec<Webhook>,
+}
+
+impl Default for App {
+    fn default() -> Self {
+        App {
+            id: "app-id".into(),
+            key: "app-key".into(),
+            secret: "app-secret".into(),
+            enabled: true,
+            enable_client_events: false,
+            max_connections: 0,
+            max_message_size: 10 * 1024,
+            client_event_rate: 10,
+            max_channels_per_connection: 100,
+            max_presence_members: 100,
+            max_presence_member_size: 1024,
+            max_event_channels: 100,
+            max_batch_size: 10,
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// A webhook endpoint and the events it wants.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// Which events to send; empty = all.
+    #[serde(default)]
+    pub events: Vec<WebhookKind>,
+}
+
+/// Node-wide configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubConfig {
+    /// Listening address (the CLI binds it).
+    pub host: String,
+    /// Listening port.
+    pub port: u16,
+    /// `activity_timeout` sent in `pusher:connection_established`, seconds.
+    pub activity_timeout: u64,
+    /// Seconds to wait for a pong after the server pinged.
+    pub pong_timeout: u64,
+    /// Outbound queue length per connection.
+    pub outbound_queue: usize,
+    /// How long a cache channel keeps its last event, seconds.
+    pub cache_ttl: u64,
+    /// Webhook events buffered before new ones are dropped.
+    pub webhook_queue: usize,
+    /// Most events in one webhook POST.
+    pub webhook_batch_size: usize,
+    /// The applications; empty means "the default app".
+    pub apps: Vec<App>,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            host: "0.0.0.0".into(),
+            port: DEFAULT_PORT,
+            activity_timeout: 120,
+            pong_timeout: 30,
+            outbound_queue: 1024,
+            cache_ttl: 1800,
+            webhook_queue: 10_000,
+            webhook_batch_size: 50,
+            apps: vec![App::default()],
+        }
+    }
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML did not parse or had unknown/mistyped keys (the message names them).
+    #[error("config file: {0}")]
+    Toml(String),
+    /// A value is out of range or inconsistent.
+    #[error("config key `{key}`: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `apps[1].key` or `DUPLEX_PORT`.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+impl HubConfig {
+    /// Parses TOML. A file without `[[apps]]` gets the default app.
+    ///
+    /// ```
+    /// let c = duplex_hub::config::HubConfig::from_toml(r#"
+    ///     port = 7000
+    ///     [[apps]]
+    ///     id = "1"
+    ///     key = "k"
+    ///     secret = "s"
+    ///     enable_client_events = true
+    /// "#).unwrap();
+    /// assert_eq!(c.port, 7000);
+    /// assert!(c.apps[0].enable_client_events);
+    /// assert_eq!(c.apps[0].max_message_size, 10 * 1024);
+    /// ```
+    pub fn from_toml(text: &str) -> Result<HubConfig, ConfigError> {
+        // `#[serde(default)]` fills a missing `apps` with the default app; an explicit empty
+        // list stays empty (and fails validation, naming `apps`).
+        toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))
+    }
+
+    /// Applies `DUPLEX_PORT`, `DUPLEX_APP_ID`, `DUPLEX_APP_KEY`, `DUPLEX_APP_SECRET` and
+    /// `DUPLEX_APP_ENABLE_CLIENT_EVENTS` (`true`/`false`/`1`/`0`) from `env`; the `APP_`
+    /// variables change the first app.
+    pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        if let Some(p) = env.get("DUPLEX_PORT") {
+            self.port = p
+                .trim()
+                .parse()
+                .map_err(|_| invalid("DUPLEX_PORT", format!("{p:?} is not a port number")))?;
+        }
+        let app_vars = [
+            "DUPLEX_APP_ID",
+            "DUPLEX_APP_KEY",
+            "DUPLEX_APP_SECRET",
+            "DUPLEX_APP_ENABLE_CLIENT_EVENTS",
+        ];
+        if !app_vars.iter().any(|v| env.contains_key(*v)) {
+            return Ok(());
+        }
+        if self.apps.is_empty() {
+            self.apps.push(App::default());
+        }
+        let app = &mut self.apps[0];
+        if let Some(v) = env.get("DUPLEX_APP_ID") {
+            app.id = v.clone();
+        }
+        if let Some(v) = env.get("DUPLEX_APP_KEY") {
+            app.key = v.clone();
+        }
+        if let Some(v) = env.get("DUPLEX_APP_SECRET") {
+            app.secret = v.clone();
+        }
+        if let Some(v) = env.get("DUPLEX_APP_ENABLE_CLIENT_EVENTS") {
+            app.enable_client_events = parse_bool(v).ok_or_else(|| {
+                invalid(
+                    "DUPLEX_APP_ENABLE_CLIENT_EVENTS",
+                    format!("{v:?} is not true/false/1/0"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Checks every value; the first problem found is returned, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.activity_timeout == 0 {
+            return Err(invalid("activity_timeout", "must be at least 1 second"));
+        }
+        if self.pong_timeout == 0 {
+            return Err(invalid("pong_timeout", "must be at least 1 second"));
+        }
+        if self.outbound_queue == 0 {
+            return Err(invalid("outbound_queue", "must be at least 1"));
+        }
+        if self.webhook_queue == 0 {
+            return Err(invalid("webhook_queue", "must be at least 1"));
+        }
+        if self.webhook_batch_size == 0 {
+            return Err(invalid("webhook_batch_size", "must be at least 1"));
+        }
+        if self.apps.is_empty() {
+            return Err(invalid("apps", "at least one app is required"));
+        }
+        let mut ids = HashSet::new();
+        let mut keys = HashSet::new();
+        for (i, app) in self.apps.iter().enumerate() {
+            let k = |field: &str| format!("apps[{i}].{field}");
+            for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
+                if value.is_empty() {
+                    return Err(invalid(k(field), "must not be empty"));
+                }
+            }
+            for (field, value) in [("id", &app.id), ("key", &app.key)] {
+                if let Some(c) = value
+                    .chars()
+                    .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+                {
+                    return Err(invalid(
+                        k(field),
+                        format!("contains {c:?}: use letters, digits, '-', '_' or '.' (it appears in URLs)"),
+                    ));
+                }
+            }
+            if !ids.insert(app.id.as_str()) {
+                return Err(invalid(k("id"), format!("duplicate app id {:?}", app.id)));
+            }
+            if !keys.insert(app.key.as_str()) {
+                return Err(invalid(
+                    k("key"),
+                    format!("duplicate app key {:?}", app.key),
+                ));
+            }
+            for (field, value) in [
+                ("max_message_size", app.max_message_size),
+                (
+                    "max_channels_per_connection",
+                    app.max_channels_per_connection,
+                ),
+                ("max_presence_members", app.max_presence_members),
+                ("max_presence_member_size", app.max_presence_member_size),
+                ("max_event_channels", app.max_event_channels),
+                ("max_batch_size", app.max_batch_size),
+            ] {
+                if value == 0 {
+                    return Err(invalid(k(field), "must be at least 1"));
+                }
+            }
+            if app.client_event_rate == 0 {
+                return Err(invalid(
+                    k("client_event_rate"),
+                    "must be at least 1 (disable client events with enable_client_events = false)",
+                ));
+            }
+            for (j, hook) in app.webhooks.iter().enumerate() {
+                if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                    return Err(invalid(
+                        format!("apps[{i}].webhooks[{j}].url"),
+                        format!("{:?} must start with http:// or https://", hook.url),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `cache_ttl` as a duration.
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.cache_ttl)
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_serves_the_default_app_on_6001() {
+        let c = HubConfig::from_toml("").expect("empty TOML");
+        assert_eq!(c.port, 6001);
+        assert_eq!(c.apps.len(), 1);
+        assert_eq!(c.apps[0].id, "app-id");
+        assert_eq!(c.apps[0].key, "app-key");
+        assert_eq!(c.apps[0].secret, "app-secret");
+        assert!(!c.apps[0].enable_client_events);
+        assert_eq!(c, HubConfig::default());
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn apps_and_webhooks_are_read_from_toml() {
+        let c = HubConfig::from_toml(
+            r#"
+            port = 7001
+            [[apps]]
+            id = "1"
+            key = "k1"
+            secret = "s1"
+            max_connections = 5
+            [[apps.webhooks]]
+            url = "https://example.test/hook"
+            events = ["channel_occupied", "member_added"]
+            [[apps]]
+            id = "2"
+            key = "k2"
+            secret = "s2"
+            "#,
+        )
+        .expect("valid TOML");
+        assert_eq!(c.apps.len(), 2);
+        assert_eq!(c.apps[0].max_connections, 5);
+        assert_eq!(
+            c.apps[0].webhooks[0].events,
+            vec![WebhookKind::ChannelOccupied, WebhookKind::MemberAdded]
+        );
+        assert_eq!(c.apps[1].client_event_rate, 10);
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn unknown_key_is_named_in_the_error() {
+        let e = HubConfig::from_toml(
+            "[[apps]]\nid='1'\nkey='k'\nsecret='s'\nenable_clent_events=true\n",
+        )
+        .expect_err("typo must fail");
+        assert!(e.to_string().contains("enable_clent_events"), "{e}");
+    }
+
+    #[test]
+    fn explicit_empty_app_list_fails_validation_naming_apps() {
+        let c = HubConfig::from_toml("apps = []").expect("parses");
+        assert!(matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "apps"));
+    }
+
+    #[test]
+    fn duplicate_key_is_named_with_its_index() {
+        let mut c = HubConfig::default();
+        c.apps.push(App {
+            id: "other".into(),
+            ..App::default()
+        });
+        assert!(
+            matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "apps[1].key")
+        );
+    }
+
+    #[test]
+    fn zero_limits_and_bad_webhook_urls_are_named() {
+        let mut c = HubConfig::default();
+        c.apps[0].max_batch_size = 0;
+        assert!(
+            matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "apps[0].max_batch_size")
+        );
+        let mut c = HubConfig::default();
+        c.apps[0].webhooks.push(Webhook {
+            url: "ftp://x".into(),
+            events: vec![],
+        });
+        assert!(
+            matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "apps[0].webhooks[0].url")
+        );
+        let mut c = HubConfig::default();
+        c.apps[0].key = "a/b".into();
+        assert!(
+            matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "apps[0].key")
+        );
+        let c = HubConfig {
+            outbound_queue: 0,
+            ..HubConfig::default()
+        };
+        assert!(
+            matches!(c.validate(), Err(ConfigError::Invalid { key, .. }) if key == "outbound_queue")
+        );
+    }
+
+    #[test]
+    fn env_overrides_port_and_first_app() {
+        let mut c = HubConfig::default();
+        let env: HashMap<String, String> = [
+            ("DUPLEX_PORT", "8080"),
+            ("DUPLEX_APP_ID", "42"),
+            ("DUPLEX_APP_KEY", "key42"),
+            ("DUPLEX_APP_SECRET", "sec42"),
+            ("DUPLEX_APP_ENABLE_CLIENT_EVENTS", "true"),
+            ("UNRELATED", "x"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        c.apply_env(&env).expect("valid env");
+        assert_eq!(c.port, 8080);
+        assert_eq!(
+            (
+                c.apps[0].id.as_str(),
+                c.apps[0].key.as_str(),
+                c.apps[0].secret.as_str()
+            ),
+            ("42", "key42", "sec42")
+        );
+        assert!(c.apps[0].enable_client_events);
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let mut c = HubConfig::default();
+        let env = HashMap::from([("DUPLEX_PORT".to_string(), "http".to_string())]);
+        assert!(
+            matches!(c.apply_env(&env), Err(ConfigError::Invalid { key, .. }) if key == "DUPLEX_PORT")
+        );
+        let env = HashMap::from([(
+            "DUPLEX_APP_ENABLE_CLIENT_EVENTS".to_string(),
+            "maybe".to_string(),
+        )]);
+        assert!(
+            matches!(c.apply_env(&env), Err(ConfigError::Invalid { key, .. }) if key == "DUPLEX_APP_ENABLE_CLIENT_EVENTS")
+        );
+    }
+}
