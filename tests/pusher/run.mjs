@@ -91,6 +91,7 @@ before(async () => {
 
 after(() => {
   for (const c of clients) c.disconnect();
+  authServer?.closeAllConnections();
   authServer?.close();
   server?.kill("SIGTERM");
 });
