@@ -26,3 +26,14 @@ fn pusher_js_and_pusher_sdk_flows() {
     assert!(out.status.success(), "pusher-js / pusher SDK tests failed: {}", out.status);
     assert!(stdout.contains("fail 0") && !stdout.contains("pass 0"), "no node test ran or one failed");
 }
+
+#[test]
+fn demo_page_script_parses() {
+    let js = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../web/app.js");
+    let status = Command::new("node")
+        .arg("--check")
+        .arg(&js)
+        .status()
+        .unwrap_or_else(|e| panic!("running node (is Node 18+ installed?): {e}"));
+    assert!(status.success(), "web/app.js does not parse");
+}
