@@ -33,16 +33,21 @@ async fn wrong_key_closes_4001_and_missing_protocol_4008() {
 async fn signed_rest_trigger_reaches_a_subscribed_socket() {
     let s = Server::start(&[]);
     let (mut a, _) = established(&s.ws_url(KEY, "?protocol=7")).await;
-    send_json(&mut a, json!({"event":"pusher:subscribe","data":{"channel":"news"}})).await;
+    send_json(
+        &mut a,
+        json!({"event":"pusher:subscribe","data":{"channel":"news"}}),
+    )
+    .await;
     let m = next_json(&mut a).await;
     assert_eq!(m["event"], "pusher_internal:subscription_succeeded", "{m}");
 
     let addr = s.addr.clone();
     let path = format!("/apps/{APP_ID}/events");
     let body = json!({"name":"breaking","channels":["news"],"data":"{\"n\":1}"}).to_string();
-    let (status, resp) = tokio::task::spawn_blocking(move || signed(&addr, "POST", &path, &[], &body))
-        .await
-        .unwrap();
+    let (status, resp) =
+        tokio::task::spawn_blocking(move || signed(&addr, "POST", &path, &[], &body))
+            .await
+            .unwrap();
     assert_eq!(status, 200, "{resp}");
     let m = next_json(&mut a).await;
     assert_eq!(m["event"], "breaking");
@@ -78,11 +83,19 @@ async fn client_events_between_private_subscribers() {
     let (mut b, idb) = established(&url).await;
     for (ws, id) in [(&mut a, &ida), (&mut b, &idb)] {
         let auth = duplex_hub::auth::channel_auth(KEY, SECRET, id, "private-room", None);
-        send_json(ws, json!({"event":"pusher:subscribe","data":{"channel":"private-room","auth":auth}})).await;
+        send_json(
+            ws,
+            json!({"event":"pusher:subscribe","data":{"channel":"private-room","auth":auth}}),
+        )
+        .await;
         let m = next_json(ws).await;
         assert_eq!(m["event"], "pusher_internal:subscription_succeeded", "{m}");
     }
-    send_json(&mut a, json!({"event":"client-hi","channel":"private-room","data":{"x":1}})).await;
+    send_json(
+        &mut a,
+        json!({"event":"client-hi","channel":"private-room","data":{"x":1}}),
+    )
+    .await;
     let m = next_json(&mut b).await;
     assert_eq!(m["event"], "client-hi");
     assert_eq!(m["data"]["x"], 1);
@@ -131,7 +144,12 @@ fn metrics_health_ready_and_demo_page() {
 #[test]
 fn demo_auth_is_off_for_non_default_credentials() {
     let s = Server::start(&["--app-secret", "s3cret"]);
-    let (st, _) = http(&s.addr, "POST", "/demo/auth", "socket_id=1.2&channel_name=private-x");
+    let (st, _) = http(
+        &s.addr,
+        "POST",
+        "/demo/auth",
+        "socket_id=1.2&channel_name=private-x",
+    );
     assert_eq!(st, 404);
 }
 

@@ -18,8 +18,10 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+type Received = std::sync::mpsc::Receiver<(Vec<(String, String)>, String)>;
+
 /// One-request-at-a-time HTTP server on loopback: sends each (headers, body) it receives.
-fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<(Vec<(String, String)>, String)>) {
+fn webhook_receiver() -> (String, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hooks", listener.local_addr().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
@@ -51,7 +53,10 @@ fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<(Vec<(String, String
             stream
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 .unwrap();
-            if tx.send((headers, String::from_utf8(body).unwrap())).is_err() {
+            if tx
+                .send((headers, String::from_utf8(body).unwrap()))
+                .is_err()
+            {
                 return;
             }
         }
@@ -81,13 +86,19 @@ async fn webhooks_are_posted_signed_to_the_configured_url() {
     .unwrap();
     let s = Server::start(&["--config", file.to_str().unwrap()]);
     let (mut a, _) = established(&s.ws_url(KEY, "?protocol=7")).await;
-    send_json(&mut a, json!({"event":"pusher:subscribe","data":{"channel":"hooked"}})).await;
+    send_json(
+        &mut a,
+        json!({"event":"pusher:subscribe","data":{"channel":"hooked"}}),
+    )
+    .await;
     assert_eq!(
         next_json(&mut a).await["event"],
         "pusher_internal:subscription_succeeded"
     );
     let (headers, body) = tokio::task::spawn_blocking(move || {
-        hooks.recv_timeout(Duration::from_secs(10)).expect("no webhook")
+        hooks
+            .recv_timeout(Duration::from_secs(10))
+            .expect("no webhook")
     })
     .await
     .unwrap();

@@ -23,8 +23,15 @@ fn pusher_js_and_pusher_sdk_flows() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     print!("{stdout}");
     eprint!("{stderr}");
-    assert!(out.status.success(), "pusher-js / pusher SDK tests failed: {}", out.status);
-    assert!(stdout.contains("fail 0") && !stdout.contains("pass 0"), "no node test ran or one failed");
+    assert!(
+        out.status.success(),
+        "pusher-js / pusher SDK tests failed: {}",
+        out.status
+    );
+    assert!(
+        stdout.contains("fail 0") && !stdout.contains("pass 0"),
+        "no node test ran or one failed"
+    );
 }
 
 #[test]

@@ -163,11 +163,7 @@ mod tests {
             ("DUPLEX_APP_KEY".to_string(), "env-key".to_string()),
             ("DUPLEX_APP_SECRET".to_string(), "env-secret".to_string()),
         ]);
-        let s = build(
-            &args(&["--port", "7001", "--enable-client-events"]),
-            &env,
-        )
-        .unwrap();
+        let s = build(&args(&["--port", "7001", "--enable-client-events"]), &env).unwrap();
         assert_eq!(s.hub.port, 7001);
         assert_eq!(s.hub.apps[0].key, "env-key");
         assert!(s.hub.apps[0].enable_client_events);

@@ -29,7 +29,12 @@ use super::State;
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs one connection to the end. `protocol` is the result of the `protocol` query check.
-pub async fn run(ws: WebSocket<UpgradedIo>, state: Arc<State>, key: String, protocol: Result<u8, u16>) {
+pub async fn run(
+    ws: WebSocket<UpgradedIo>,
+    state: Arc<State>,
+    key: String,
+    protocol: Result<u8, u16>,
+) {
     let (mut reader, mut writer) = ws.split();
     let close_grace = state.close_grace;
     let refused = match protocol {

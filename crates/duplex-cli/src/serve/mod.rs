@@ -72,7 +72,12 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     let hub = Hub::new(cfg.clone(), Arc::new(MemoryBroker::new()))?;
 
     // The largest client frame the hub could accept, with room for the JSON envelope.
-    let max_app_message = cfg.apps.iter().map(|a| a.max_message_size).max().unwrap_or(0);
+    let max_app_message = cfg
+        .apps
+        .iter()
+        .map(|a| a.max_message_size)
+        .max()
+        .unwrap_or(0);
     let mut ws_config = ServerConfig::default();
     ws_config.protocol.max_message_size = max_app_message * 2 + 16 * 1024;
     ws_config.protocol.max_frame_size = ws_config.protocol.max_message_size;
@@ -212,8 +217,17 @@ async fn serve_http<I>(
     }
 }
 
-fn print_banner(cfg: &duplex_hub::config::HubConfig, addr: std::net::SocketAddr, tls: bool, demo: bool) {
-    let (ws, http) = if tls { ("wss", "https") } else { ("ws", "http") };
+fn print_banner(
+    cfg: &duplex_hub::config::HubConfig,
+    addr: std::net::SocketAddr,
+    tls: bool,
+    demo: bool,
+) {
+    let (ws, http) = if tls {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
     let host = match addr.ip() {
         ip if ip.is_unspecified() => "127.0.0.1".to_string(),
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
@@ -226,7 +240,11 @@ fn print_banner(cfg: &duplex_hub::config::HubConfig, addr: std::net::SocketAddr,
             "  app {:?}: key {:?}, client events {}",
             app.id,
             app.key,
-            if app.enable_client_events { "on" } else { "off" }
+            if app.enable_client_events {
+                "on"
+            } else {
+                "off"
+            }
         );
     }
     let app = &cfg.apps[0];
@@ -240,10 +258,14 @@ fn print_banner(cfg: &duplex_hub::config::HubConfig, addr: std::net::SocketAddr,
     );
     println!("  Ops:       {http}://{host}:{port}/metrics /health /ready");
     if demo {
-        println!("  Demo chat: {http}://{host}:{port}/   (its /demo/auth signs any channel: demo only)");
+        println!(
+            "  Demo chat: {http}://{host}:{port}/   (its /demo/auth signs any channel: demo only)"
+        );
     }
     if app.secret == duplex_hub::config::App::default().secret {
-        println!("  Using the default credentials app-id/app-key/app-secret: change them in production.");
+        println!(
+            "  Using the default credentials app-id/app-key/app-secret: change them in production."
+        );
     }
 }
 

@@ -47,7 +47,10 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/ready", get(ready));
     if state.demo {
         r = r
-            .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
+            .route(
+                "/",
+                get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+            )
             .route(
                 "/app.js",
                 get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
@@ -56,10 +59,7 @@ pub fn router(state: Arc<State>) -> Router {
                 "/style.css",
                 get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
             )
-            .route(
-                "/demo/config.json",
-                get(demo_config),
-            )
+            .route("/demo/config.json", get(demo_config))
             .route(
                 "/demo/auth",
                 post(demo_auth).layer(DefaultBodyLimit::max(16 * 1024)),
@@ -74,7 +74,12 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 fn json(status: u16, body: impl Into<axum::body::Body>) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, [(header::CONTENT_TYPE, "application/json")], body.into()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.into(),
+    )
+        .into_response()
 }
 
 fn unix_now() -> u64 {
@@ -120,7 +125,10 @@ async fn rest_api(
 
 async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.hub.metrics().render(),
     )
         .into_response()
@@ -139,8 +147,7 @@ async fn demo_config(AxumState(state): AxumState<Arc<State>>) -> Response {
     let app = &state.hub.config().apps[0];
     json(
         200,
-        serde_json::json!({ "key": app.key, "clientEvents": app.enable_client_events })
-            .to_string(),
+        serde_json::json!({ "key": app.key, "clientEvents": app.enable_client_events }).to_string(),
     )
 }
 
@@ -159,12 +166,19 @@ async fn demo_auth(AxumState(state): AxumState<Arc<State>>, body: Bytes) -> Resp
         || !(channel.starts_with("private-") || channel.starts_with("presence-"))
         || channel.starts_with("private-encrypted-")
     {
-        return json(400, r#"{"error":"socket_id and a private- or presence- channel_name are required"}"#);
+        return json(
+            400,
+            r#"{"error":"socket_id and a private- or presence- channel_name are required"}"#,
+        );
     }
     let app = &state.hub.config().apps[0];
     let channel_data = channel.starts_with("presence-").then(|| {
         let name: String = get("user_name").chars().take(32).collect();
-        let name = if name.trim().is_empty() { "guest".into() } else { name };
+        let name = if name.trim().is_empty() {
+            "guest".into()
+        } else {
+            name
+        };
         serde_json::json!({ "user_id": socket_id, "user_info": { "name": name } }).to_string()
     });
     let sig = auth::channel_auth(

@@ -44,7 +44,10 @@ impl HttpSender {
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_else(|| "/".into());
-        let connect_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let connect_host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let tcp = TcpStream::connect((connect_host.as_str(), port))
             .await
             .map_err(|e| format!("connect: {e}"))?;

@@ -76,7 +76,10 @@ impl Server {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(start.elapsed() < limit, "duplex serve did not exit within {limit:?}");
+            assert!(
+                start.elapsed() < limit,
+                "duplex serve did not exit within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -104,7 +107,10 @@ pub fn http(addr: &str, method: &str, target: &str, body: &str) -> (u16, String)
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text[9..12].parse().unwrap();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap();
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(rest)
     } else {
         rest.to_string()
@@ -114,8 +120,7 @@ pub fn http(addr: &str, method: &str, target: &str, body: &str) -> (u16, String)
 
 fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
-    loop {
-        let Some((size, rest)) = s.split_once("\r\n") else { break };
+    while let Some((size, rest)) = s.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
         if n == 0 {
             break;
@@ -127,15 +132,28 @@ fn dechunk(mut s: &str) -> String {
 }
 
 /// A signed REST request the way server SDKs sign it: (status, body).
-pub fn signed(addr: &str, method: &str, path: &str, params: &[(&str, &str)], body: &str) -> (u16, String) {
-    let ts = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs().to_string();
+pub fn signed(
+    addr: &str,
+    method: &str,
+    path: &str,
+    params: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
     let mut query: Vec<(String, String)> = vec![
         ("auth_key".into(), KEY.into()),
         ("auth_timestamp".into(), ts),
         ("auth_version".into(), "1.0".into()),
     ];
     if !body.is_empty() {
-        query.push(("body_md5".into(), duplex_hub::auth::body_md5(body.as_bytes())));
+        query.push((
+            "body_md5".into(),
+            duplex_hub::auth::body_md5(body.as_bytes()),
+        ));
     }
     query.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let sig = duplex_hub::auth::sign_request(SECRET, method, path, &query);
@@ -147,7 +165,10 @@ pub fn signed(addr: &str, method: &str, path: &str, params: &[(&str, &str)], bod
 pub type Ws = WebSocket<tokio::net::TcpStream>;
 
 pub async fn ws(url: &str) -> Ws {
-    connect(url, &ClientConfig::default()).await.expect("connect").0
+    connect(url, &ClientConfig::default())
+        .await
+        .expect("connect")
+        .0
 }
 
 /// The next text message as JSON (`data` strings are parsed too), within 10 s.
