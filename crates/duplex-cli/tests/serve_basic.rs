@@ -168,3 +168,78 @@ async fn sigterm_drains_with_4200_and_exits() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn while_draining_ready_is_503_and_new_websockets_are_refused() {
+    let mut s = Server::start(&[]);
+    // This client does not read, so its close handshake (and the drain) takes a few seconds.
+    let (mut a, _) = established(&s.ws_url(KEY, "?protocol=7")).await;
+    s.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let addr = s.addr.clone();
+    let (ready, health) = tokio::task::spawn_blocking(move || {
+        (
+            http(&addr, "GET", "/ready", "").0,
+            http(&addr, "GET", "/health", "").0,
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(ready, 503);
+    assert_eq!(health, 200);
+    let refused = duplex::client::connect(
+        &s.ws_url(KEY, "?protocol=7"),
+        &duplex::client::ClientConfig::default(),
+    )
+    .await;
+    let err = refused
+        .err()
+        .expect("upgrade accepted while draining")
+        .to_string();
+    assert!(err.contains("503"), "{err}");
+    assert_eq!(close_code(&mut a).await, 4200);
+    drop(a);
+    let status = tokio::task::spawn_blocking(move || s.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn log_format_json_writes_json_lines() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_duplex"))
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--log-format",
+            "json",
+        ])
+        .env("DUPLEX_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let stderr = child.stderr.take().unwrap();
+    let lines: Vec<String> = std::io::BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    assert!(child.wait().unwrap().success());
+    assert!(!lines.is_empty(), "no log lines");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v.get("level").is_some(), "{line}");
+    }
+}
