@@ -192,10 +192,10 @@ async fn while_draining_ready_is_503_and_new_websockets_are_refused() {
         &duplex::client::ClientConfig::default(),
     )
     .await;
-    let err = refused
-        .err()
-        .expect("upgrade accepted while draining")
-        .to_string();
+    let err = match refused {
+        Ok(_) => panic!("upgrade accepted while draining"),
+        Err(e) => e.to_string(),
+    };
     assert!(err.contains("503"), "{err}");
     assert_eq!(close_code(&mut a).await, 4200);
     drop(a);
