@@ -1,6 +1,7 @@
 //! The `duplex` command.
 
 mod echo;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -19,18 +20,24 @@ struct Cli {
 enum Command {
     /// Echo every text and binary message back (for conformance tests and benchmarks).
     Echo(echo::EchoArgs),
+    /// Pusher Channels compatible server (WebSocket + HTTP API on one port).
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DUPLEX_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match &cli.command {
+        Command::Serve(args) if serve::json_logs(args) => logs.json().init(),
+        _ => logs.init(),
+    }
     match cli.command {
         Command::Echo(args) => echo::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }

@@ -1,0 +1,182 @@
+//! One task per WebSocket on `/app/{key}`: hub connect, reader, heartbeat, writer, disconnect.
+//!
+//! The connection is split; its reader and writer run as two futures of the same task:
+//!
+//! - reader: every text frame → [`Hub::handle_client_message`]; any frame (pings and pongs
+//!   included) counts as activity for the [`Heartbeat`];
+//! - writer: drains the hub's [`OutboundReceiver`](duplex_hub::hub::OutboundReceiver) (the same
+//!   `Bytes` for every subscriber become a text message without copying), sends `pusher:ping`
+//!   when the heartbeat says so, and closes with the hub's code, 4201 (no pong) or 4200 (the
+//!   server is draining).
+//!
+//! When the writer is done (it sent a close frame or failed) the reader gets a bounded time to
+//! finish the closing handshake; then the socket is dropped and the hub told.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use duplex::upgrade::UpgradedIo;
+use duplex::{CloseCode, Event, Message, Utf8Bytes, WebSocket, WsWriter};
+use duplex_hub::heartbeat::{Heartbeat, HeartbeatAction};
+use duplex_hub::hub::Outbound;
+use duplex_hub::protocol::{codes, ServerMessage};
+use tokio::time::Instant;
+
+use super::State;
+
+/// Longest wait for one write to a peer that does not read.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs one connection to the end. `protocol` is the result of the `protocol` query check.
+pub async fn run(
+    ws: WebSocket<UpgradedIo>,
+    state: Arc<State>,
+    key: String,
+    protocol: Result<u8, u16>,
+) {
+    let (mut reader, mut writer) = ws.split();
+    let close_grace = state.close_grace;
+    let refused = match protocol {
+        Err(code) => Some((code, protocol_reason(code).to_owned())),
+        Ok(_) => match state.hub.connect(&key).await {
+            Ok(handle) => {
+                serve(reader, writer, state, handle).await;
+                return;
+            }
+            Err(e) => Some((e.close_code(), e.to_string())),
+        },
+    };
+    if let Some((code, reason)) = refused {
+        tracing::debug!(code, %reason, "connection refused");
+        let msg = ServerMessage::Error {
+            code: Some(code),
+            message: &reason,
+        }
+        .to_bytes();
+        let _ = send_text(&mut writer, msg).await;
+        let _ = writer.close(CloseCode(code), &reason).await;
+        let _ = tokio::time::timeout(close_grace, async {
+            while reader.next_event().await.is_some() {}
+        })
+        .await;
+    }
+}
+
+fn protocol_reason(code: u16) -> &'static str {
+    match code {
+        codes::NO_PROTOCOL_VERSION => "No protocol version supplied",
+        codes::INVALID_VERSION_FORMAT => "Invalid version string format",
+        _ => "Unsupported protocol version",
+    }
+}
+
+async fn send_text(writer: &mut WsWriter<UpgradedIo>, bytes: Bytes) -> Result<(), ()> {
+    // The hub's JSON is UTF-8; checking is cheap and keeps the bytes shared (no copy).
+    let text = Utf8Bytes::try_from(bytes).map_err(|_| ())?;
+    match tokio::time::timeout(SEND_TIMEOUT, writer.send(Message::Text(text))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+async fn serve(
+    mut reader: duplex::WsReader<UpgradedIo>,
+    mut writer: WsWriter<UpgradedIo>,
+    state: Arc<State>,
+    handle: duplex_hub::hub::ConnectionHandle,
+) {
+    let hub = state.hub.clone();
+    let socket_id = handle.socket_id.clone();
+    let mut outbound = handle.outbound;
+    let heartbeat = Mutex::new(Heartbeat::new(
+        handle.activity_timeout,
+        state.pong_timeout,
+        Instant::now().into_std(),
+    ));
+    let activity = || {
+        heartbeat
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .on_activity(Instant::now().into_std())
+    };
+
+    let read = async {
+        while let Some(event) = reader.next_event().await {
+            match event {
+                Ok(Event::Message(Message::Text(text))) => {
+                    activity();
+                    if let Err(e) = hub
+                        .handle_client_message(&socket_id, &text, Instant::now().into_std())
+                        .await
+                    {
+                        tracing::debug!(socket = %socket_id, "client message: {e}");
+                    }
+                }
+                Ok(_) => activity(),
+                Err(e) => {
+                    tracing::debug!(socket = %socket_id, "read: {e}");
+                    break;
+                }
+            }
+        }
+    };
+
+    let write = async {
+        loop {
+            let deadline = heartbeat
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .poll_timeout();
+            tokio::select! {
+                biased;
+                () = state.drain.cancelled() => {
+                    tracing::debug!(socket = %socket_id, "draining: closing with 4200");
+                    let _ = writer
+                        .close(CloseCode(codes::RECONNECT_IMMEDIATELY), "Server shutting down, reconnect")
+                        .await;
+                    return;
+                }
+                item = outbound.recv() => match item {
+                    Some(Outbound::Text(bytes)) => {
+                        if send_text(&mut writer, bytes).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Outbound::Close { code, reason }) => {
+                        let _ = writer.close(CloseCode(code), &reason).await;
+                        return;
+                    }
+                    None => return,
+                },
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    let action = heartbeat
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .handle_timeout(Instant::now().into_std());
+                    match action {
+                        HeartbeatAction::None => {}
+                        HeartbeatAction::SendPing(bytes) => {
+                            if send_text(&mut writer, bytes).await.is_err() {
+                                return;
+                            }
+                        }
+                        HeartbeatAction::Close(code, reason) => {
+                            let _ = writer.close(CloseCode(code), reason).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    };
+
+    let close_grace = state.close_grace;
+    tokio::select! {
+        () = read => {}
+        () = async { write.await; tokio::time::sleep(close_grace).await } => {}
+    }
+    if let Err(e) = hub.disconnect(&socket_id).await {
+        tracing::warn!(socket = %socket_id, "disconnect: {e}");
+    }
+}
