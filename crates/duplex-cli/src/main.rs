@@ -1,5 +1,6 @@
 //! The `duplex` command.
 
+mod bench;
 mod echo;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,8 @@ struct Cli {
 enum Command {
     /// Echo every text and binary message back (for conformance tests and benchmarks).
     Echo(echo::EchoArgs),
+    /// Load an echo server: closed-loop echoes/s or open-loop latency at a fixed rate.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +35,6 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Echo(args) => echo::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
