@@ -1,5 +1,6 @@
 //! The `duplex` command.
 
+mod bench;
 mod echo;
 mod serve;
 
@@ -22,6 +23,8 @@ enum Command {
     Echo(echo::EchoArgs),
     /// Pusher Channels compatible server (WebSocket + HTTP API on one port).
     Serve(serve::ServeArgs),
+    /// Load an echo server: closed-loop echoes/s or open-loop latency at a fixed rate.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +42,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Echo(args) => echo::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

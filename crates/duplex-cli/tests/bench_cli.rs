@@ -1,0 +1,255 @@
+//! `duplex bench` against `duplex echo`, through the built binary: the JSON report is one
+//! object whose figures are consistent. These tests assert behaviour, never speed.
+
+use serde_json::Value;
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_duplex");
+
+/// A `duplex echo` process, killed on drop.
+struct EchoServer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl EchoServer {
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/", self.port)
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn echo_server(deflate: bool) -> EchoServer {
+    // The port may be taken between choosing and binding it: then try another.
+    for _ in 0..5 {
+        let port = free_port();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["echo", "--listen", &format!("127.0.0.1:{port}")]);
+        if deflate {
+            cmd.arg("--deflate");
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start duplex echo");
+        let mut server = EchoServer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            if let Ok(Some(_)) = server.child.try_wait() {
+                break;
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("duplex echo did not start listening");
+}
+
+/// Runs `duplex bench ARGS --json --quiet`; returns the exit status, the parsed stdout and
+/// stderr.
+fn bench(args: &[&str]) -> (ExitStatus, Value, String) {
+    let mut child = Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .args(["--json", "--quiet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start duplex bench");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    // The bench bounds its own run; this only keeps a broken one from hanging the suite.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for duplex bench") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("duplex bench did not finish within 60 s");
+        }
+        sleep(Duration::from_millis(50));
+    };
+    let out = out_reader.join().expect("stdout reader");
+    let err = err_reader.join().expect("stderr reader");
+    let json = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}):\n{out}\nstderr:\n{err}"));
+    (status, json, err)
+}
+
+fn num(v: &Value, path: &[&str]) -> f64 {
+    let mut at = v;
+    for key in path {
+        at = &at[*key];
+    }
+    at.as_f64()
+        .unwrap_or_else(|| panic!("{} is not a number in {v}", path.join(".")))
+}
+
+fn assert_ordered(latency: &Value) {
+    let keys = ["min", "p50", "p90", "p99", "p99_9", "max"];
+    let values: Vec<f64> = keys.iter().map(|k| num(latency, &[k])).collect();
+    assert!(values[0] > 0.0, "latencies are positive: {latency}");
+    assert!(
+        values.windows(2).all(|w| w[0] <= w[1]),
+        "percentiles ordered: {latency}"
+    );
+    assert!(num(latency, &["mean"]) <= values[5], "{latency}");
+}
+
+#[test]
+fn closed_loop_reports_echoes_and_cpu() {
+    let server = echo_server(false);
+    let pid = server.child.id().to_string();
+    let url = server.url();
+    let (status, report, stderr) = bench(&[
+        &url,
+        "--connections",
+        "4",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+        "--source",
+        "127.0.0.1,127.0.0.2",
+        "--server-pid",
+        &pid,
+    ]);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(report["tool"], "duplex bench");
+    assert_eq!(report["mode"], "closed-loop");
+    assert_eq!(report["options"]["connections"], 4);
+    assert_eq!(report["options"]["payload_size"], 64);
+    assert_eq!(report["options"]["url"], url.as_str());
+    assert_eq!(report["connections"]["established"], 4, "{report}");
+    assert_eq!(report["connections"]["closed_cleanly"], 4, "{report}");
+    assert_eq!(num(&report, &["errors", "total"]), 0.0, "{report}");
+    let echoes = num(&report, &["messages", "echoes"]);
+    assert!(echoes > 0.0, "{report}");
+    assert!(num(&report, &["rates", "echoes_per_s"]) > 0.0);
+    assert_eq!(num(&report, &["window_s"]), 2.0);
+    // Every echo of the window has its round trip in the histogram.
+    assert_eq!(num(&report, &["latency_us", "count"]), echoes, "{report}");
+    assert_ordered(&report["latency_us"]);
+    assert_eq!(num(&report, &["connect_ms", "count"]), 4.0);
+    assert!(report["messages"]["scheduled"].is_null());
+    assert!(report["send_lag_us"].is_null());
+    assert!(num(&report, &["client_cpu", "wall_s"]) > 0.0);
+    assert!(num(&report, &["client_cpu", "process_total_s"]) >= 0.0);
+    assert_eq!(
+        num(&report, &["server_cpu", "pid"]),
+        f64::from(server.child.id())
+    );
+    assert!(num(&report, &["server_cpu", "total_s"]) >= 0.0);
+}
+
+#[test]
+fn open_loop_with_deflate_measures_every_scheduled_message() {
+    let server = echo_server(true);
+    let (status, report, stderr) = bench(&[
+        &server.url(),
+        "--mode",
+        "open",
+        "--rate",
+        "100",
+        "--connections",
+        "4",
+        "--deflate",
+        "--text",
+        "--payload-size",
+        "512",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+    ]);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(report["mode"], "open-loop");
+    assert_eq!(report["options"]["deflate"], true);
+    assert_eq!(report["options"]["message_type"], "text");
+    assert_eq!(report["connections"]["established"], 4, "{report}");
+    assert_eq!(report["connections"]["deflate_negotiated"], 4, "{report}");
+    assert_eq!(report["connections"]["closed_cleanly"], 4, "{report}");
+    assert_eq!(num(&report, &["errors", "total"]), 0.0, "{report}");
+    assert_eq!(num(&report, &["rates", "target_per_s"]), 400.0);
+    let scheduled = num(&report, &["messages", "scheduled"]);
+    assert!(scheduled > 0.0, "{report}");
+    assert!(num(&report, &["messages", "echoes"]) > 0.0, "{report}");
+    // No error, so every message due in the window was echoed and measured.
+    assert_eq!(
+        num(&report, &["latency_us", "count"]),
+        scheduled,
+        "{report}"
+    );
+    assert_ordered(&report["latency_us"]);
+    assert_ordered(&report["service_latency_us"]);
+    assert_eq!(num(&report, &["send_lag_us", "count"]), scheduled);
+    // Measured from the intended send time, latency is never below the actual round trip.
+    assert!(num(&report, &["latency_us", "max"]) >= num(&report, &["service_latency_us", "max"]));
+}
+
+#[test]
+fn unreachable_server_is_reported_not_a_panic() {
+    let port = free_port(); // Nothing listens there.
+    let url = format!("ws://127.0.0.1:{port}/");
+    let (status, report, stderr) = bench(&[
+        &url,
+        "--connections",
+        "3",
+        "--duration",
+        "1s",
+        "--connect-timeout",
+        "2s",
+    ]);
+    assert!(!status.success());
+    assert!(stderr.contains("no connection"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(report["connections"]["established"], 0);
+    assert_eq!(num(&report, &["errors", "connect"]), 3.0, "{report}");
+    assert_eq!(num(&report, &["errors", "total"]), 3.0, "{report}");
+    assert_eq!(num(&report, &["messages", "echoes"]), 0.0);
+}
+
+#[test]
+fn inconsistent_options_are_refused() {
+    let out = Command::new(BIN)
+        .args(["bench", "ws://127.0.0.1:9/", "--mode", "open", "--json"])
+        .output()
+        .expect("run duplex bench");
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"));
+}
