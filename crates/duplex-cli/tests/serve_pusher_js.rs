@@ -35,6 +35,41 @@ fn pusher_js_and_pusher_sdk_flows() {
 }
 
 #[test]
+fn demo_page_in_two_chromium_tabs() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/pusher");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core not installed: run tests/pusher/install.sh"
+    );
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "/usr/bin/chromium missing: run tests/interop/install.sh (apt-get install chromium)"
+    );
+    let out = Command::new("node")
+        .args([
+            "--test-force-exit",
+            "--test-reporter=spec",
+            "demo_browser.mjs",
+        ])
+        .current_dir(&dir)
+        .env("DUPLEX_BIN", env!("CARGO_BIN_EXE_duplex"))
+        .output()
+        .unwrap_or_else(|e| panic!("running node (is Node 18+ installed?): {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo page test failed: {}",
+        out.status
+    );
+    assert!(
+        stdout.contains("pass 1") && stdout.contains("fail 0"),
+        "the demo test did not run"
+    );
+}
+
+#[test]
 fn demo_page_script_parses() {
     let js = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../web/app.js");
     let status = Command::new("node")
