@@ -2,6 +2,7 @@
 // Drives Chromium's own WebSocket for duplex's interop tests (crates/duplex/tests/interop.rs).
 //
 //   node browser.js --page http://127.0.0.1:P/ --ws ws://127.0.0.1:Q/path --scenario NAME
+//                   [--trust-cert CERT_FILE]
 //
 // Launches /usr/bin/chromium (or $DUPLEX_INTEROP_CHROMIUM) headless through playwright-core with
 // a fresh user-data dir, opens the page (served by the Rust test, so the WebSocket's Origin is
@@ -9,9 +10,15 @@
 // prints one JSON line on stdout: {"event":"result","ok":...,...}, adding what the DevTools
 // protocol saw of the socket (handshake errors). Exits 0 when ok, 1 otherwise. The browser is
 // closed and its profile removed on every exit path, SIGTERM included.
-// A later `--tls CA_FILE` option would add --ignore-certificate-errors-spki-list or a policy here.
+//
+// TLS: `--trust-cert CERT_FILE` (PEM, leaf first) makes Chromium accept that one server
+// certificate, for the https:// page and the wss:// WebSocket alike, by launching it with
+// `--ignore-certificate-errors-spki-list=<base64 SHA-256 of the leaf's SubjectPublicKeyInfo>`
+// (honoured because a --user-data-dir is given; errors for any other certificate still fail).
+// The report then has `page_tls`, the page's TLS as DevTools saw it.
 'use strict';
 
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -38,11 +45,19 @@ function parseArgs(argv) {
   const args = {};
   for (let i = 0; i < argv.length; i++) {
     const key = argv[i].replace(/^--/, '');
-    if (!['page', 'ws', 'scenario'].includes(key)) throw new Error(`unknown argument ${argv[i]}`);
+    if (!['page', 'ws', 'scenario', 'trust-cert'].includes(key)) throw new Error(`unknown argument ${argv[i]}`);
     args[key] = argv[++i];
   }
   for (const k of ['page', 'ws', 'scenario']) if (!args[k]) throw new Error(`missing --${k}`);
   return args;
+}
+
+// Chromium's SPKI pin of the first certificate in a PEM file: base64(SHA-256(SPKI DER)).
+function spkiHash(pemFile) {
+  const first = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/.exec(fs.readFileSync(pemFile, 'utf8'));
+  if (!first) throw new Error(`no certificate in ${pemFile}`);
+  const spki = new crypto.X509Certificate(first[0]).publicKey.export({ type: 'spki', format: 'der' });
+  return crypto.createHash('sha256').update(spki).digest('base64');
 }
 
 let context = null;
@@ -81,7 +96,7 @@ async function main() {
   context = await chromium.launchPersistentContext(profile, {
     executablePath,
     headless: true,
-    args: ARGS,
+    args: args['trust-cert'] ? [...ARGS, `--ignore-certificate-errors-spki-list=${spkiHash(args['trust-cert'])}`] : ARGS,
     timeout: 30_000,
     // We handle signals ourselves (close the browser, remove the profile, report).
     handleSIGINT: false,
@@ -99,8 +114,10 @@ async function main() {
     log(`console ${m.type()}:`, m.text());
   });
   page.on('pageerror', (e) => log('page error:', e.message));
-  await page.goto(args.page, { timeout: 30_000 });
+  const response = await page.goto(args.page, { timeout: 30_000 });
+  const pageTls = response && (await response.securityDetails());
   const result = await page.evaluate(([url, name]) => window.runScenario(url, name), [args.ws, args.scenario]);
+  if (pageTls && pageTls.protocol) result.page_tls = pageTls;
   result.socket_errors = socketErrors;
   result.console = consoleLines;
   if (!result.ok) log('FAIL:', result.error);

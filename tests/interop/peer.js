@@ -1,18 +1,24 @@
 #!/usr/bin/env node
 // Node `ws` peer of duplex's interop tests (crates/duplex/tests/interop.rs).
 //
-//   node peer.js client URL --scenario NAME [--origin ORIGIN]
-//   node peer.js server --port 0 --scenario NAME
+//   node peer.js client URL --scenario NAME [--origin ORIGIN] [--tls CA_FILE]
+//   node peer.js server --port 0 --scenario NAME [--cert CHAIN_FILE --key KEY_FILE]
+//
+// A wss:// URL makes the client speak TLS, trusting CA_FILE only (`--tls`, ws's `ca` option)
+// or, without it, Node's default roots (scenario `tls-untrusted`: duplex's certificate must
+// be refused). `--cert/--key` make the server an https.createServer with `ws` on it.
 //
 // Each scenario is one scripted dialogue with duplex (see README.md). The peer checks what
 // duplex does and prints JSON lines on stdout:
 //   {"event":"listening","port":N}        server mode, once bound
 //   {"event":"result","ok":true,...}      always last; ok=false with "error"
 // and exits 0 when its checks passed, 1 otherwise. Diagnostics go to stderr.
-// A later `--tls CA_FILE` option would use https.createServer / the `ca` client option here.
 'use strict';
 
 const crypto = require('node:crypto');
+const fs = require('node:fs');
+const http = require('node:http');
+const https = require('node:https');
 const { WebSocket, WebSocketServer } = require('ws');
 
 const STEP = 20_000; // ms allowed for any single wait
@@ -254,7 +260,11 @@ const scenarios = {
 scenarios['deflate-no-takeover'] = scenarios.deflate;
 scenarios['deflate-server-no-takeover'] = scenarios.deflate;
 scenarios['deflate-peer-no-takeover'] = scenarios.deflate;
-const NAMES = [...Object.keys(scenarios), 'reject-origin', 'reject-403'];
+// tls-untrusted: the TLS handshake must fail (see runClient, runServer).
+const NAMES = [...Object.keys(scenarios), 'reject-origin', 'reject-403', 'tls-untrusted'];
+
+// The TLS version of a connection's socket (null over ws://).
+const tlsOf = (socket) => (typeof socket.getProtocol === 'function' ? socket.getProtocol() : null);
 
 function deflateOptions(scenario) {
   if (scenario === 'deflate-peer-no-takeover') {
@@ -273,6 +283,7 @@ async function runClient(args, info) {
     perMessageDeflate: deflateOptions(scenario),
     maxPayload: 16 * MIB,
     handshakeTimeout: STEP,
+    ...(args.tls ? { ca: fs.readFileSync(args.tls) } : {}),
   });
   const inbox = new Inbox(ws);
   try {
@@ -288,13 +299,21 @@ async function runClient(args, info) {
     info.outcome = m ? 'refused' : 'failed';
     if (m) info.status = Number(m[1]);
     info.error = e.message;
+    // A certificate the TLS layer refused: its OpenSSL verify code, e.g. SELF_SIGNED_CERT_IN_CHAIN.
+    if (e.code) info.cert_error = e.code;
     if (scenario === 'reject-origin' || scenario === 'subprotocol-none') return;
+    if (scenario === 'tls-untrusted' && e.code) return;
     throw new Fail(`handshake failed: ${e.message}`);
   }
   if (scenario === 'reject-origin') {
     ws.terminate();
     throw new Fail('duplex accepted a handshake from a forbidden origin');
   }
+  if (scenario === 'tls-untrusted') {
+    ws.terminate();
+    throw new Fail('the certificate of a CA we were not told to trust was accepted');
+  }
+  info.tls = tlsOf(ws._socket);
   await scenarios[scenario](ws, inbox, info);
 }
 
@@ -307,9 +326,21 @@ async function runServer(args, info) {
     finish = resolve;
     failed = reject;
   });
+  // With --cert/--key, ws runs on an https server (as it would in production).
+  const server = args.cert
+    ? https.createServer({ cert: fs.readFileSync(args.cert), key: fs.readFileSync(args.key) })
+    : http.createServer();
+  server.on('request', (_req, res) => res.writeHead(426).end('WebSocket only\n'));
+  if (scenario === 'tls-untrusted') {
+    // Our certificate is from a CA duplex does not trust: duplex must abort the TLS handshake.
+    server.on('tlsClientError', (e) => {
+      info.outcome = 'failed';
+      info.tls_error = e.message;
+      finish();
+    });
+  }
   const wss = new WebSocketServer({
-    host: '127.0.0.1',
-    port: args.port,
+    server,
     perMessageDeflate: deflateOptions(scenario),
     maxPayload: 16 * MIB,
     handleProtocols:
@@ -321,6 +352,13 @@ async function runServer(args, info) {
       info.request_path = req.url;
       info.request_extensions = req.headers['sec-websocket-extensions'] ?? null;
       info.request_protocols = req.headers['sec-websocket-protocol'] ?? null;
+      info.tls = tlsOf(req.socket);
+      if (info.tls) info.sni = req.socket.servername || null;
+      if (scenario === 'tls-untrusted') {
+        failed(new Fail('duplex accepted a certificate from a CA it does not trust'));
+        cb(false, 400);
+        return;
+      }
       if (scenario === 'reject-403') {
         info.outcome = 'refused';
         info.status = 403;
@@ -334,6 +372,7 @@ async function runServer(args, info) {
   });
   wss.on('error', (e) => failed(e));
   wss.on('listening', () => emit({ event: 'listening', port: wss.address().port }));
+  server.listen(args.port, '127.0.0.1');
   wss.on('connection', (ws) => {
     const inbox = new Inbox(ws);
     scenarios[scenario](ws, inbox, info).then(finish, failed);
@@ -342,6 +381,7 @@ async function runServer(args, info) {
     await done;
   } finally {
     wss.close();
+    server.close();
   }
 }
 
@@ -354,12 +394,18 @@ function parseArgs(argv) {
     if (a === '--scenario') args.scenario = rest[++i];
     else if (a === '--origin') args.origin = rest[++i];
     else if (a === '--port') args.port = Number(rest[++i]);
+    else if (a === '--tls' && mode === 'client') args.tls = rest[++i];
+    else if (a === '--cert' && mode === 'server') args.cert = rest[++i];
+    else if (a === '--key' && mode === 'server') args.key = rest[++i];
     else if (!a.startsWith('--') && mode === 'client' && !args.url) args.url = a;
     else throw new Error(`unknown argument ${a}`);
   }
-  if (!['client', 'server'].includes(mode)) throw new Error('usage: peer.js client URL --scenario NAME | server --port 0 --scenario NAME');
+  if (!['client', 'server'].includes(mode)) {
+    throw new Error('usage: peer.js client URL --scenario NAME [--origin O] [--tls CA] | server --port 0 --scenario NAME [--cert C --key K]');
+  }
   if (!NAMES.includes(args.scenario)) throw new Error(`unknown scenario ${args.scenario}; one of ${NAMES.join(', ')}`);
   if (mode === 'client' && !args.url) throw new Error('client mode needs a URL');
+  if (!args.cert !== !args.key) throw new Error('--cert and --key go together');
   return args;
 }
 

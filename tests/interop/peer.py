@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """Python `websockets` peer of duplex's interop tests (crates/duplex/tests/interop.rs).
 
-    peer.py client URL --scenario NAME [--origin ORIGIN]
-    peer.py server --port 0 --scenario NAME
+    peer.py client URL --scenario NAME [--origin ORIGIN] [--tls CA_FILE]
+    peer.py server --port 0 --scenario NAME [--cert CHAIN_FILE --key KEY_FILE]
+
+A wss:// URL makes the client speak TLS, trusting CA_FILE only (`--tls`) or, without it,
+Python's default roots (scenario `tls-untrusted`: duplex's certificate must be refused).
+`--cert/--key` make the server speak TLS with that certificate chain (leaf first) and key.
 
 Each scenario is one scripted dialogue with duplex (see tests/interop/README.md). The peer
 checks what duplex does and prints JSON lines on stdout:
@@ -11,7 +15,6 @@ checks what duplex does and prints JSON lines on stdout:
     {"event": "result", "ok": true, ...}           always last; ok=false with "error"
 
 and exits 0 when its checks passed, 1 otherwise. Everything else goes to stderr.
-A later `--tls CA_FILE` option would wrap the connection here (ssl= for connect/serve).
 """
 
 import argparse
@@ -19,6 +22,7 @@ import asyncio
 import http
 import json
 import os
+import ssl
 import sys
 import traceback
 
@@ -236,6 +240,7 @@ SCENARIOS = {
     "deflate-no-takeover": deflate_dialogue,
     "deflate-server-no-takeover": deflate_dialogue,
     "deflate-peer-no-takeover": deflate_dialogue,
+    "tls-untrusted": None,  # the TLS handshake must fail (see run_client, run_untrusted_server)
 }
 
 
@@ -248,6 +253,12 @@ def common_options(scenario):
     else:
         opts["compression"] = None
     return opts
+
+
+def record_tls(transport, info):
+    """What TLS the connection runs over (None over ws://)."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    info["tls"] = ssl_object.version() if ssl_object else None
 
 
 # ---------------------------------------------------------------- client mode
@@ -264,10 +275,19 @@ async def run_client(args, info):
         ]
     if scenario in ("subprotocol", "subprotocol-none"):
         opts["subprotocols"] = ["v2", "v1"]
+    if args.tls:
+        opts["ssl"] = ssl.create_default_context(cafile=args.tls)
     try:
         ws = await connect(
             args.url, origin=args.origin, proxy=None, open_timeout=STEP, **opts
         )
+    except ssl.SSLCertVerificationError as e:
+        info["outcome"] = "failed"
+        info["cert_error"] = e.verify_message
+        info["error"] = str(e)
+        if scenario == "tls-untrusted":
+            return
+        raise Fail(f"TLS handshake failed: {e}") from None
     except InvalidStatus as e:
         info["outcome"] = "refused"
         info["status"] = e.response.status_code
@@ -284,13 +304,67 @@ async def run_client(args, info):
     if scenario == "reject-origin":
         await ws.close()
         raise Fail("duplex accepted a handshake from a forbidden origin")
+    if scenario == "tls-untrusted":
+        await ws.close()
+        raise Fail("the certificate of a CA we were not told to trust was accepted")
+    record_tls(ws.transport, info)
     async with ws:
         await SCENARIOS[scenario](ws, info)
 
 
 # ---------------------------------------------------------------- server mode
+def server_tls_context(args, info):
+    """TLS with --cert/--key (None without), recording the SNI the client sends."""
+    if not args.cert:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(args.cert, args.key)
+
+    def sni(_ssl_object, name, _ctx):
+        info["sni"] = name
+
+    ctx.sni_callback = sni
+    return ctx
+
+
+async def run_untrusted_server(args, info, ctx):
+    """tls-untrusted: our certificate is from a CA duplex does not trust, so duplex must abort
+    the TLS handshake. websockets never hears of a connection whose TLS handshake failed
+    (asyncio drops it silently), so this runs the server side of the TLS handshake itself,
+    with the SSL context serve() would get, to report how duplex aborted it."""
+    loop = asyncio.get_running_loop()
+    accepted = asyncio.Queue()
+
+    class Held(asyncio.Protocol):
+        def connection_made(self, transport):
+            # Read nothing before start_tls: the ClientHello must reach the TLS layer.
+            transport.pause_reading()
+            accepted.put_nowait(transport)
+
+    server = await loop.create_server(Held, "127.0.0.1", args.port)
+    async with server:
+        emit(event="listening", port=server.sockets[0].getsockname()[1])
+        transport = await asyncio.wait_for(accepted.get(), STEP)
+        try:
+            await loop.start_tls(
+                transport, asyncio.Protocol(), ctx, server_side=True, ssl_handshake_timeout=STEP
+            )
+        except ssl.SSLError as e:
+            info["outcome"] = "failed"
+            info["tls_error"] = str(e)
+            return
+        finally:
+            transport.close()
+        raise Fail("duplex accepted a certificate from a CA it does not trust")
+
+
 async def run_server(args, info):
     scenario = args.scenario
+    ctx = server_tls_context(args, info)
+    if scenario == "tls-untrusted":
+        if ctx is None:
+            raise Fail("tls-untrusted needs --cert and --key")
+        return await run_untrusted_server(args, info, ctx)
     loop = asyncio.get_running_loop()
     done = loop.create_future()
     opts = common_options(scenario)
@@ -324,6 +398,7 @@ async def run_server(args, info):
 
     async def handler(ws):
         try:
+            record_tls(ws.transport, info)
             await SCENARIOS[scenario](ws, info)
             if not done.done():
                 done.set_result(None)
@@ -337,6 +412,7 @@ async def run_server(args, info):
         args.port,
         process_request=process_request,
         process_response=process_response,
+        ssl=ctx,
         **opts,
     ) as server:
         port = server.sockets[0].getsockname()[1]
@@ -354,10 +430,15 @@ def main():
     client.add_argument("url")
     client.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
     client.add_argument("--origin")
+    client.add_argument("--tls", metavar="CA_FILE", help="trust this CA (PEM) for wss://")
     server = sub.add_parser("server")
     server.add_argument("--port", type=int, default=0)
     server.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
+    server.add_argument("--cert", metavar="CHAIN_FILE", help="serve wss:// with this chain (PEM)")
+    server.add_argument("--key", metavar="KEY_FILE", help="the private key of --cert (PEM)")
     args = parser.parse_args()
+    if args.mode == "server" and bool(args.cert) != bool(args.key):
+        parser.error("--cert and --key go together")
 
     info = {"peer": f"python websockets {websockets.__version__}", "scenario": args.scenario}
     run = run_client if args.mode == "client" else run_server

@@ -8,15 +8,26 @@
 //!
 //! * `our_server::{python,node,chromium}::*`: our `accept_with` against the peer's client.
 //! * `our_client::{python,node}::*`: our `connect` / `handshake` against the peer's server.
+//! * `tls::our_server::*`, `tls::our_client::*`: the same runners over wss://, with a CA made
+//!   for each test (`interop_support::pki`), plus `untrusted`: a certificate the other side
+//!   was not told to trust must be refused.
+
+// The wss:// half uses `duplex::tls`. (`required-features = ["rustls"]` on this test target in
+// Cargo.toml would skip it instead.)
+#[cfg(not(feature = "rustls"))]
+compile_error!("the interop tests need duplex's `rustls` feature (on by default)");
 
 mod interop_support;
 
 use bytes::Bytes;
-use duplex::client::{connect, handshake, ClientConfig, Target};
+use duplex::client::{connect, connect_tls, handshake, ClientConfig, Target};
 use duplex::proto::deflate::DeflateConfig;
-use duplex::proto::handshake::ClientHandshakeError;
+use duplex::proto::handshake::{ClientHandshakeError, Negotiated};
 use duplex::server::{accept_with, Rejection, ServerConfig};
+use duplex::tls::rustls::{self, AlertDescription, CertificateError};
+use duplex::tls::{accept_tls, tls_connect};
 use duplex::{CloseCode, Error, Event, Message, MessageKind, Role, WebSocket};
+use interop_support::pki::{TestPki, SERVER_NAMES};
 use interop_support::*;
 use serde_json::Value;
 use std::future::Future;
@@ -47,6 +58,9 @@ enum Scenario {
     DeflateNoTakeover,
     DeflateServerNoTakeover,
     DeflatePeerNoTakeover,
+    /// (wss:// only) The certificate comes from a CA the client was not told to trust: the
+    /// peer's client must refuse our server's, and our client the peer server's.
+    TlsUntrusted,
 }
 
 impl Scenario {
@@ -69,6 +83,7 @@ impl Scenario {
             Scenario::DeflateNoTakeover => "deflate-no-takeover",
             Scenario::DeflateServerNoTakeover => "deflate-server-no-takeover",
             Scenario::DeflatePeerNoTakeover => "deflate-peer-no-takeover",
+            Scenario::TlsUntrusted => "tls-untrusted",
         }
     }
 
@@ -97,6 +112,30 @@ impl Scenario {
             Scenario::DeflateNoTakeover | Scenario::DeflateServerNoTakeover => self.no_takeover(),
             _ => (false, false),
         }
+    }
+}
+
+/// What carries a scenario's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// `ws://` over TCP.
+    Plain,
+    /// `wss://`: TLS with a CA made for the test, which both sides trust (but see
+    /// [`Scenario::TlsUntrusted`]).
+    Tls,
+}
+
+impl Transport {
+    fn scheme(self) -> &'static str {
+        match self {
+            Transport::Plain => "ws",
+            Transport::Tls => "wss",
+        }
+    }
+
+    /// The test's certificates, for `Tls`.
+    fn pki(self) -> Option<TestPki> {
+        (self == Transport::Tls).then(|| TestPki::new("duplex interop test CA"))
     }
 }
 
@@ -299,7 +338,10 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
         | Scenario::DeflateNoTakeover
         | Scenario::DeflateServerNoTakeover
         | Scenario::DeflatePeerNoTakeover => deflate(ws, sc, peer, wire).await,
-        Scenario::SubprotocolNone | Scenario::RejectOrigin | Scenario::Reject403 => {
+        Scenario::SubprotocolNone
+        | Scenario::RejectOrigin
+        | Scenario::Reject403
+        | Scenario::TlsUntrusted => {
             unreachable!("handshake scenarios are run by the runners")
         }
     }
@@ -513,7 +555,22 @@ async fn deflate<S: AsyncRead + AsyncWrite + Unpin>(
 // ------------------------------------------------------------------------- the peer's report
 
 /// Checks what the peer reported seeing of us, beyond its own pass/fail. `us` is our role.
-fn check_report(sc: Scenario, peer: PeerKind, us: Role, report: &Value) {
+fn check_report(sc: Scenario, peer: PeerKind, us: Role, transport: Transport, report: &Value) {
+    match (transport, peer) {
+        (Transport::Plain, _) => assert_eq!(report["tls"], Value::Null, "{report}"),
+        // The page came over TLS from our page server (the WebSocket's TLS is not visible to
+        // the page; it reached our wss:// listener, which speaks nothing else).
+        (Transport::Tls, PeerKind::Chromium) => {
+            assert_eq!(report["page_tls"]["protocol"], "TLS 1.3", "{report}")
+        }
+        (Transport::Tls, _) => {
+            assert_eq!(report["tls"], "TLSv1.3", "the peer's TLS version: {report}");
+            if us == Role::Client {
+                // Our client connects to wss://localhost: the name goes out as SNI.
+                assert_eq!(report["sni"], SERVER_NAMES[0], "the SNI we sent: {report}");
+            }
+        }
+    }
     let close = &report["close"];
     match sc {
         Scenario::CloseByPeer => {
@@ -603,16 +660,23 @@ fn check_report(sc: Scenario, peer: PeerKind, us: Role, report: &Value) {
 // ------------------------------------------------------------------------- runners
 
 /// Our server, the peer's client.
-async fn our_server(peer: PeerKind, sc: Scenario) {
-    bounded(format!("our server <- {peer:?} {}", sc.name()), async {
+async fn our_server(peer: PeerKind, sc: Scenario, transport: Transport) {
+    let what = format!("our server <- {peer:?} {} ({transport:?})", sc.name());
+    bounded(what, async {
+        let pki = transport.pki();
+        // The peer's client is told to trust our CA, except in `tls-untrusted`.
+        let trusted = pki.as_ref().filter(|_| sc != Scenario::TlsUntrusted);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ws_url = format!(
-            "ws://{}/interop/{}",
+            "{}://{}/interop/{}",
+            transport.scheme(),
             listener.local_addr().unwrap(),
             sc.name()
         );
+        // Over wss:// the page is served over https with the same certificate (a secure
+        // context, as in a real deployment), except when Chromium must not trust it.
         let page = match peer {
-            PeerKind::Chromium => Some(PageServer::start().await),
+            PeerKind::Chromium => Some(PageServer::start(trusted.map(TestPki::acceptor)).await),
             _ => None,
         };
         let sent_origin = page
@@ -623,8 +687,19 @@ async fn our_server(peer: PeerKind, sc: Scenario) {
             _ => sent_origin.clone(),
         };
         let mut proc = match &page {
-            Some(page) => PeerProcess::browser(&page.url(), &ws_url, sc.name()),
-            None => PeerProcess::client(peer, &ws_url, sc.name(), &sent_origin),
+            Some(page) => PeerProcess::browser(
+                &page.url(),
+                &ws_url,
+                sc.name(),
+                trusted.map(TestPki::cert_file).as_deref(),
+            ),
+            None => PeerProcess::client(
+                peer,
+                &ws_url,
+                sc.name(),
+                &sent_origin,
+                trusted.map(TestPki::ca_file).as_deref(),
+            ),
         };
 
         let tcp = tokio::select! {
@@ -634,7 +709,22 @@ async fn our_server(peer: PeerKind, sc: Scenario) {
             }
         };
         let _ = tcp.set_nodelay(true);
+        // Counted under any TLS: the bytes that really crossed the wire.
         let (stream, wire) = Counting::new(tcp);
+        let stream: BoxedIo = match &pki {
+            None => Box::new(stream),
+            Some(pki) if sc == Scenario::TlsUntrusted => {
+                return peer_refuses_our_certificate(stream, pki, peer, &mut proc).await
+            }
+            Some(pki) => Box::new(
+                timeout(STEP, pki.acceptor().accept(stream))
+                    .await
+                    .expect("TLS handshake timed out")
+                    .unwrap_or_else(|e| {
+                        panic!("TLS handshake failed: {e}\n{}", proc.diagnostics())
+                    }),
+            ),
+        };
         let mut seen = None;
         let accepted = accept_with(stream, &server_config(sc), |req| {
             seen = Some((req.origin().map(str::to_owned), req.path().to_owned()));
@@ -653,7 +743,8 @@ async fn our_server(peer: PeerKind, sc: Scenario) {
             Scenario::RejectOrigin => {
                 assert!(
                     matches!(accepted, Err(Error::Rejected { status: 403, .. })),
-                    "accept_with must report the rejection, got {accepted:?}"
+                    "accept_with must report the rejection, got {:?}",
+                    accepted.as_ref().map(|_| "an open connection")
                 );
                 let report = proc.success().await;
                 if peer == PeerKind::Chromium {
@@ -724,18 +815,97 @@ async fn our_server(peer: PeerKind, sc: Scenario) {
             accepted.unwrap_or_else(|e| panic!("handshake failed: {e}\n{}", proc.diagnostics()));
         converse(&mut ws, sc, peer, &wire).await;
         let report = proc.success().await;
-        check_report(sc, peer, Role::Server, &report);
+        check_report(sc, peer, Role::Server, transport, &report);
     })
     .await
 }
 
+/// `tls-untrusted`, our server: the peer's client was not told to trust our CA, so it must
+/// abort the TLS handshake, which `accept_tls` reports as an error.
+async fn peer_refuses_our_certificate(
+    stream: Counting<TcpStream>,
+    pki: &TestPki,
+    peer: PeerKind,
+    proc: &mut PeerProcess,
+) {
+    let result = accept_tls(
+        stream,
+        &pki.acceptor(),
+        &server_config(Scenario::TlsUntrusted),
+    )
+    .await;
+    let err = result.expect_err("the peer must refuse our certificate");
+    let expected = match peer {
+        // Chromium's verifier says why, with a `certificate_unknown` alert: `Error::Tls`.
+        PeerKind::Chromium => matches!(
+            &err,
+            Error::Tls(rustls::Error::AlertReceived(
+                AlertDescription::CertificateUnknown
+            ))
+        ),
+        // Python's asyncio and Node drop the connection without flushing OpenSSL's alert
+        // (checked against `openssl s_server -msg`): all we can see is the EOF.
+        PeerKind::Python | PeerKind::Node => {
+            matches!(&err, Error::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof)
+        }
+    };
+    assert!(
+        expected,
+        "unexpected error from accept_tls: {err:?}\n{}",
+        proc.diagnostics()
+    );
+    let report = proc.success().await;
+    assert_eq!(report["outcome"], "failed", "{report}");
+    let (field, want) = match peer {
+        // ssl.SSLCertVerificationError.verify_message
+        PeerKind::Python => ("cert_error", "self-signed certificate in certificate chain"),
+        // Node's error code
+        PeerKind::Node => ("cert_error", "SELF_SIGNED_CERT_IN_CHAIN"),
+        // What DevTools saw of the socket; the page only gets an error event and close 1006.
+        PeerKind::Chromium => {
+            assert_eq!(report["error_event"], true, "{report}");
+            assert_eq!(report["close"]["code"], 1006, "{report}");
+            ("socket_errors", "ERR_CERT_AUTHORITY_INVALID")
+        }
+    };
+    assert!(
+        report[field].to_string().contains(want),
+        "the peer's {field} should name {want:?}: {report}"
+    );
+}
+
 /// Our client, the peer's server.
-async fn our_client(peer: PeerKind, sc: Scenario) {
-    bounded(format!("our client -> {peer:?} {}", sc.name()), async {
-        let mut proc = PeerProcess::server(peer, sc.name());
+async fn our_client(peer: PeerKind, sc: Scenario, transport: Transport) {
+    let what = format!("our client -> {peer:?} {} ({transport:?})", sc.name());
+    bounded(what, async {
+        let pki = transport.pki();
+        // In `tls-untrusted` the peer's certificate comes from a CA we do not trust.
+        let stranger = pki
+            .as_ref()
+            .filter(|_| sc == Scenario::TlsUntrusted)
+            .map(|_| TestPki::new("someone else's CA"));
+        let served = stranger.as_ref().or(pki.as_ref());
+        let (cert, key) = (
+            served.map(TestPki::cert_file),
+            served.map(TestPki::key_file),
+        );
+        let mut proc = PeerProcess::server(peer, sc.name(), cert.as_deref().zip(key.as_deref()));
         let port = proc.listening_port().await;
-        let url = format!("ws://127.0.0.1:{port}/interop/{}", sc.name());
-        let config = client_config(sc);
+        // Over wss:// by name, so that SNI and a DNS-name check happen (the peers' clients use
+        // the IP address).
+        let host = match transport {
+            Transport::Plain => "127.0.0.1",
+            Transport::Tls => SERVER_NAMES[0],
+        };
+        let url = format!(
+            "{}://{host}:{port}/interop/{}",
+            transport.scheme(),
+            sc.name()
+        );
+        let config = ClientConfig {
+            tls: pki.as_ref().map(TestPki::client_config),
+            ..client_config(sc)
+        };
 
         match sc {
             Scenario::Reject403 => {
@@ -790,39 +960,67 @@ async fn our_client(peer: PeerKind, sc: Scenario) {
                 }
                 return;
             }
+            Scenario::TlsUntrusted => {
+                let err = connect_tls(&url, &config)
+                    .await
+                    .expect_err("our client must refuse a certificate from an unknown CA");
+                assert!(
+                    matches!(
+                        err,
+                        Error::Tls(rustls::Error::InvalidCertificate(
+                            CertificateError::UnknownIssuer
+                        ))
+                    ),
+                    "expected Error::Tls(InvalidCertificate(UnknownIssuer)), got {err:?}"
+                );
+                // rustls told the peer why, with an `unknown_ca` alert.
+                let report = proc.success().await;
+                assert_eq!(report["outcome"], "failed", "{report}");
+                assert!(
+                    report["tls_error"].to_string().contains("unknown ca"),
+                    "the peer's TLS error should name our unknown_ca alert: {report}"
+                );
+                return;
+            }
             _ => {}
         }
 
         if sc.is_deflate() {
-            // Through the public `handshake`, over our own byte-counting stream.
+            // Through the public `handshake`, over our own byte-counting stream (under TLS,
+            // `tls_connect`), to see the compression on the wire.
             let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
             let _ = tcp.set_nodelay(true);
             let (stream, wire) = Counting::new(tcp);
+            let stream: BoxedIo = match &config.tls {
+                None => Box::new(stream),
+                Some(tls) => Box::new(
+                    timeout(STEP, tls_connect(stream, host, tls.clone()))
+                        .await
+                        .expect("TLS handshake timed out")
+                        .unwrap_or_else(|e| {
+                            panic!("TLS handshake failed: {e}\n{}", proc.diagnostics())
+                        }),
+                ),
+            };
             let target = Target::parse(&url).unwrap();
-            let (mut ws, negotiated) = timeout(STEP, handshake(stream, &target, &config))
+            let opened = timeout(STEP, handshake(stream, &target, &config))
                 .await
-                .expect("handshake timed out")
-                .unwrap_or_else(|e| panic!("handshake failed: {e}\n{}", proc.diagnostics()));
-            assert!(
-                negotiated
-                    .extensions
-                    .iter()
-                    .any(|e| e.name == "permessage-deflate"),
-                "negotiated extensions: {:?}",
-                negotiated.extensions
-            );
-            converse(&mut ws, sc, peer, &wire).await;
+                .expect("handshake timed out");
+            client_dialogue(opened, sc, peer, &wire, &proc).await;
         } else {
-            let (mut ws, negotiated) = connect(&url, &config)
-                .await
-                .unwrap_or_else(|e| panic!("connect failed: {e}\n{}", proc.diagnostics()));
-            if sc == Scenario::Subprotocol {
-                assert_eq!(negotiated.protocol.as_deref(), Some("v1"), "Negotiated");
+            let wire = WireStats::default();
+            match transport {
+                Transport::Plain => {
+                    client_dialogue(connect(&url, &config).await, sc, peer, &wire, &proc).await
+                }
+                Transport::Tls => {
+                    let opened = connect_tls(&url, &config).await;
+                    client_dialogue(opened, sc, peer, &wire, &proc).await
+                }
             }
-            converse(&mut ws, sc, peer, &WireStats::default()).await;
         }
         let report = proc.success().await;
-        check_report(sc, peer, Role::Client, &report);
+        check_report(sc, peer, Role::Client, transport, &report);
         // What the peer's server saw of our request.
         assert_eq!(report["request_path"], format!("/interop/{}", sc.name()));
         if sc == Scenario::Subprotocol {
@@ -850,16 +1048,57 @@ async fn our_client(peer: PeerKind, sc: Scenario) {
     .await
 }
 
+/// Our client's side of a dialogue on the connection `connect`, `connect_tls` or `handshake`
+/// opened (whichever transport is under it).
+async fn client_dialogue<S: AsyncRead + AsyncWrite + Unpin>(
+    opened: duplex::Result<(WebSocket<S>, Negotiated)>,
+    sc: Scenario,
+    peer: PeerKind,
+    wire: &WireStats,
+    proc: &PeerProcess,
+) {
+    let (mut ws, negotiated) =
+        opened.unwrap_or_else(|e| panic!("connect failed: {e}\n{}", proc.diagnostics()));
+    if sc == Scenario::Subprotocol {
+        assert_eq!(negotiated.protocol.as_deref(), Some("v1"), "Negotiated");
+    }
+    if sc.is_deflate() {
+        assert!(
+            negotiated
+                .extensions
+                .iter()
+                .any(|e| e.name == "permessage-deflate"),
+            "negotiated extensions: {:?}",
+            negotiated.extensions
+        );
+    }
+    converse(&mut ws, sc, peer, wire).await;
+}
+
 // ------------------------------------------------------------------------- the matrix
 
 macro_rules! matrix {
-    ($runner:ident, $peer:ident: $($test:ident => $scenario:ident),* $(,)?) => {
+    ($runner:ident, $peer:ident, $transport:ident: $($test:ident => $scenario:ident),* $(,)?) => {
         $(
             #[tokio::test]
             async fn $test() {
-                $runner(PeerKind::$peer, Scenario::$scenario).await
+                $runner(PeerKind::$peer, Scenario::$scenario, Transport::$transport).await
             }
         )*
+    };
+}
+
+/// The wss:// matrix of one runner and peer: the data scenarios, closes both ways, deflate
+/// with and without context takeover, and `untrusted`.
+macro_rules! tls_matrix {
+    ($runner:ident, $peer:ident) => {
+        matrix!($runner, $peer, Tls:
+            text => Text, binary => Binary, empty => Empty, large => Large,
+            fragments => Fragments, ping => Ping, subprotocol => Subprotocol,
+            close_by_peer => CloseByPeer, close_by_us => CloseByUs,
+            deflate => Deflate, deflate_no_takeover => DeflateNoTakeover,
+            untrusted => TlsUntrusted,
+        );
     };
 }
 
@@ -869,7 +1108,7 @@ mod our_server {
 
     mod python {
         use super::*;
-        matrix!(our_server, Python:
+        matrix!(our_server, Python, Plain:
             text => Text, binary => Binary, empty => Empty, large => Large,
             fragments => Fragments, ping => Ping, subprotocol => Subprotocol,
             subprotocol_none => SubprotocolNone, close_by_peer => CloseByPeer,
@@ -882,7 +1121,7 @@ mod our_server {
 
     mod node {
         use super::*;
-        matrix!(our_server, Node:
+        matrix!(our_server, Node, Plain:
             text => Text, binary => Binary, empty => Empty, large => Large,
             fragments => Fragments, ping => Ping, subprotocol => Subprotocol,
             subprotocol_none => SubprotocolNone, close_by_peer => CloseByPeer,
@@ -897,7 +1136,7 @@ mod our_server {
     /// `permessage-deflate; client_max_window_bits`), so no `deflate_peer_no_takeover`.
     mod chromium {
         use super::*;
-        matrix!(our_server, Chromium:
+        matrix!(our_server, Chromium, Plain:
             text => Text, binary => Binary, empty => Empty, large => Large,
             fragments => Fragments, ping => Ping, subprotocol => Subprotocol,
             subprotocol_none => SubprotocolNone, close_by_peer => CloseByPeer,
@@ -914,7 +1153,7 @@ mod our_client {
 
     mod python {
         use super::*;
-        matrix!(our_client, Python:
+        matrix!(our_client, Python, Plain:
             text => Text, binary => Binary, empty => Empty, large => Large,
             fragments => Fragments, ping => Ping, subprotocol => Subprotocol,
             subprotocol_none => SubprotocolNone, close_by_peer => CloseByPeer,
@@ -927,7 +1166,7 @@ mod our_client {
 
     mod node {
         use super::*;
-        matrix!(our_client, Node:
+        matrix!(our_client, Node, Plain:
             text => Text, binary => Binary, empty => Empty, large => Large,
             fragments => Fragments, ping => Ping, subprotocol => Subprotocol,
             subprotocol_none => SubprotocolNone, close_by_peer => CloseByPeer,
@@ -936,5 +1175,50 @@ mod our_client {
             deflate_server_no_takeover => DeflateServerNoTakeover,
             deflate_peer_no_takeover => DeflatePeerNoTakeover,
         );
+    }
+}
+
+/// The same runners over wss://, each test with its own CA (rcgen): Python and Node trust it
+/// through `--tls CA_FILE`, Chromium through `--ignore-certificate-errors-spki-list`.
+mod tls {
+    use super::*;
+
+    /// Our server (TLS, then `accept_with`) against each peer's wss:// client; in `untrusted`
+    /// the peer is not given the CA and must refuse the certificate (our `accept_tls` then
+    /// reports the peer's alert as `Error::Tls`).
+    mod our_server {
+        use super::*;
+
+        mod python {
+            use super::*;
+            tls_matrix!(our_server, Python);
+        }
+
+        mod node {
+            use super::*;
+            tls_matrix!(our_server, Node);
+        }
+
+        mod chromium {
+            use super::*;
+            tls_matrix!(our_server, Chromium);
+        }
+    }
+
+    /// Our client (`connect_tls`, or `tls_connect` + `handshake` for deflate) against each
+    /// peer's wss:// server; in `untrusted` the peer's certificate comes from another CA and
+    /// `connect_tls` must fail with `Error::Tls`.
+    mod our_client {
+        use super::*;
+
+        mod python {
+            use super::*;
+            tls_matrix!(our_client, Python);
+        }
+
+        mod node {
+            use super::*;
+            tls_matrix!(our_client, Node);
+        }
     }
 }

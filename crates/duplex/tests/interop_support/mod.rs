@@ -1,9 +1,12 @@
 //! Plumbing of the interop tests: finding and running the peers (tests/interop/), reading
-//! their JSON reports, serving the Chromium page, counting bytes on the wire, and the test
-//! data every peer generates identically.
+//! their JSON reports, serving the Chromium page, counting bytes on the wire, the test
+//! data every peer generates identically, and (`pki`) the throw-away CA of the wss:// tests.
 
 #![allow(dead_code)]
 
+pub mod pki;
+
+use duplex::tls::TlsAcceptor;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -211,15 +214,39 @@ impl PeerProcess {
         }
     }
 
-    /// The peer's Python or Node client: `client URL --scenario NAME --origin ORIGIN`.
-    pub fn client(peer: PeerKind, url: &str, scenario: &str, origin: &str) -> PeerProcess {
-        let args = ["client", url, "--scenario", scenario, "--origin", origin].map(String::from);
+    /// The peer's Python or Node client: `client URL --scenario NAME --origin ORIGIN`, plus
+    /// `--tls CA_FILE` to trust that CA for a wss:// URL (without it, a wss:// client trusts
+    /// only its default roots).
+    pub fn client(
+        peer: PeerKind,
+        url: &str,
+        scenario: &str,
+        origin: &str,
+        ca_file: Option<&Path>,
+    ) -> PeerProcess {
+        let mut args = ["client", url, "--scenario", scenario, "--origin", origin]
+            .map(String::from)
+            .to_vec();
+        if let Some(ca) = ca_file {
+            args.extend(["--tls".into(), pki::arg(ca)]);
+        }
         Self::script(peer, &args, scenario)
     }
 
-    /// The peer's Python or Node server: `server --port 0 --scenario NAME`.
-    pub fn server(peer: PeerKind, scenario: &str) -> PeerProcess {
-        let args = ["server", "--port", "0", "--scenario", scenario].map(String::from);
+    /// The peer's Python or Node server: `server --port 0 --scenario NAME`, plus
+    /// `--cert CHAIN_FILE --key KEY_FILE` to serve wss:// with that certificate.
+    pub fn server(peer: PeerKind, scenario: &str, cert_key: Option<(&Path, &Path)>) -> PeerProcess {
+        let mut args = ["server", "--port", "0", "--scenario", scenario]
+            .map(String::from)
+            .to_vec();
+        if let Some((cert, key)) = cert_key {
+            args.extend([
+                "--cert".into(),
+                pki::arg(cert),
+                "--key".into(),
+                pki::arg(key),
+            ]);
+        }
         Self::script(peer, &args, scenario)
     }
 
@@ -234,11 +261,18 @@ impl PeerProcess {
         Self::spawn(format!("{peer:?} {} {scenario}", args[0]), &program, &all)
     }
 
-    /// The Chromium driver: opens `page_url`, runs the scenario against `ws_url` in it.
-    pub fn browser(page_url: &str, ws_url: &str, scenario: &str) -> PeerProcess {
+    /// The Chromium driver: opens `page_url`, runs the scenario against `ws_url` in it. With
+    /// `trust_cert` (a PEM file, leaf first), Chromium accepts that server certificate: its
+    /// launch gets `--ignore-certificate-errors-spki-list` with the leaf's SPKI hash.
+    pub fn browser(
+        page_url: &str,
+        ws_url: &str,
+        scenario: &str,
+        trust_cert: Option<&Path>,
+    ) -> PeerProcess {
         chromium();
         let node = node();
-        let args = [
+        let mut args = vec![
             interop_dir().join("browser.js").display().to_string(),
             "--page".into(),
             page_url.into(),
@@ -247,6 +281,9 @@ impl PeerProcess {
             "--scenario".into(),
             scenario.into(),
         ];
+        if let Some(cert) = trust_cert {
+            args.extend(["--trust-cert".into(), pki::arg(cert)]);
+        }
         Self::spawn(format!("Chromium {scenario}"), &node, &args)
     }
 
@@ -397,25 +434,36 @@ impl Drop for PeerProcess {
 // ------------------------------------------------------------------------- the page
 
 /// A tiny HTTP server for tests/interop/web/index.html on 127.0.0.1, so the page has a real
-/// `http://127.0.0.1:PORT` origin. Stops when dropped.
+/// `http://127.0.0.1:PORT` origin, or `https://` with `tls` (the wss:// tests serve the page
+/// with the same certificate as the WebSocket). Stops when dropped.
 pub struct PageServer {
     port: u16,
+    secure: bool,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl PageServer {
-    pub async fn start() -> PageServer {
+    pub async fn start(tls: Option<TlsAcceptor>) -> PageServer {
+        let secure = tls.is_some();
         let page = std::fs::read(interop_dir().join("web/index.html")).expect("web/index.html");
         let page: Arc<[u8]> = page.into();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
+                let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let page = Arc::clone(&page);
+                let tls = tls.clone();
                 tokio::spawn(async move {
+                    let mut stream: BoxedIo = match tls {
+                        None => Box::new(stream),
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => Box::new(stream),
+                            Err(_) => return,
+                        },
+                    };
                     let mut head = Vec::new();
                     let mut buf = [0u8; 2048];
                     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16384 {
@@ -441,12 +489,13 @@ impl PageServer {
                 });
             }
         });
-        PageServer { port, task }
+        PageServer { port, secure, task }
     }
 
     /// The page's origin, as Chromium sends it in `Origin`.
     pub fn origin(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.secure { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn url(&self) -> String {
@@ -461,6 +510,13 @@ impl Drop for PageServer {
 }
 
 // ------------------------------------------------------------------------- the wire
+
+/// Any byte stream: TCP, or TLS over it.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A connection whichever transport carries it (ws:// or wss://), so one runner serves both.
+pub type BoxedIo = Box<dyn Io>;
 
 /// Bytes that crossed the socket, as seen by our side.
 #[derive(Debug, Default)]
