@@ -52,7 +52,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::server::{accept, ServerConfig};
+use crate::server::{accept_with, Rejection, ServerConfig};
 use crate::websocket::WebSocket;
 use rustls::crypto::CryptoProvider;
 use rustls::RootCertStore;
@@ -196,8 +196,10 @@ where
 /// Accepts a TLS connection on `stream`, then runs the WebSocket server handshake over it
 /// (as [`server::accept`](crate::server::accept)).
 ///
-/// Both handshakes together must finish within `config.handshake_timeout`. A TLS failure
-/// (e.g. the client does not trust our certificate) is [`Error::Tls`].
+/// Both handshakes together must finish within `config.handshake_timeout`. A TLS failure is
+/// [`Error::Tls`] when the client says why with an alert (Chromium does, e.g. for a
+/// certificate it does not trust); clients that just close the connection instead (Python's
+/// `ssl`, Node) give [`Error::Io`] with `UnexpectedEof`.
 pub async fn accept_tls<S>(
     stream: S,
     acceptor: &TlsAcceptor,
@@ -206,9 +208,26 @@ pub async fn accept_tls<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    accept_tls_with(stream, acceptor, config, |_| Ok(Vec::new())).await
+}
+
+/// [`accept_tls`] with a callback that inspects the upgrade request (`Origin`, path, cookies)
+/// and may refuse it with an HTTP status, as [`server::accept_with`](crate::server::accept_with).
+pub async fn accept_tls_with<S, F>(
+    stream: S,
+    acceptor: &TlsAcceptor,
+    config: &ServerConfig,
+    decide: F,
+) -> Result<WebSocket<ServerTlsStream<S>>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(
+        &duplex_proto::handshake::Request,
+    ) -> std::result::Result<Vec<(String, String)>, Rejection>,
+{
     tokio::time::timeout(config.handshake_timeout, async {
         let tls = acceptor.accept(stream).await.map_err(tls_io_error)?;
-        accept(tls, config).await
+        accept_with(tls, config, decide).await
     })
     .await
     .map_err(|_| Error::HandshakeTimeout(config.handshake_timeout))?

@@ -313,3 +313,55 @@ fn server_config_errors_name_the_file_and_the_problem() {
     assert!(err.contains("cannot read private key file"), "{err}");
     assert!(err.contains("nope.pem"), "{err}");
 }
+
+#[tokio::test]
+async fn accept_tls_with_refuses_an_origin_over_tls() {
+    let ca = Ca::new("duplex test CA");
+    let leaf = ca.issue(&["localhost"]);
+    let acceptor = TlsAcceptor::from(
+        server_config_from_pem(leaf.chain_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let result =
+                duplex::tls::accept_tls_with(tcp, &acceptor, &ServerConfig::default(), |req| {
+                    match req.origin() {
+                        Some("https://good.example") => Ok(Vec::new()),
+                        _ => Err(duplex::server::Rejection::new(403, "origin not allowed")),
+                    }
+                })
+                .await;
+            seen.push(match result {
+                Ok(mut ws) => {
+                    while let Some(Ok(m)) = ws.recv().await {
+                        let _ = ws.send(m).await;
+                    }
+                    0
+                }
+                Err(Error::Rejected { status, .. }) => status,
+                Err(e) => panic!("{e}"),
+            });
+        }
+        seen
+    });
+    let url = format!("wss://localhost:{}/", addr.port());
+    let refused = connect_tls(&url, &ca.client().origin("https://evil.example")).await;
+    match refused {
+        Err(Error::BadResponse(e)) => assert!(e.to_string().contains("403"), "{e}"),
+        other => panic!("expected a 403, got {:?}", other.map(|_| ())),
+    }
+    let (mut ws, _) = connect_tls(&url, &ca.client().origin("https://good.example"))
+        .await
+        .unwrap();
+    ws.send("hi").await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap(), Message::from("hi"));
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(LIMIT, server).await.unwrap().unwrap(),
+        vec![403, 0]
+    );
+}
