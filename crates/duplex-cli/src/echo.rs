@@ -23,17 +23,7 @@ pub struct EchoArgs {
 }
 
 pub fn run(args: EchoArgs) -> anyhow::Result<()> {
-    let runtime = if args.threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        if args.threads > 1 {
-            b.worker_threads(args.threads);
-        }
-        b.enable_all().build()?
-    };
+    let runtime = crate::runtime::build(args.threads)?;
     runtime.block_on(serve(args))
 }
 

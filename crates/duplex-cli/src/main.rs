@@ -2,6 +2,7 @@
 
 mod bench;
 mod echo;
+mod runtime;
 mod serve;
 
 use clap::{Parser, Subcommand};

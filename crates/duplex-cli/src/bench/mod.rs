@@ -44,17 +44,7 @@ const ABORT_SLACK: Duration = Duration::from_secs(2);
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     args.validate().map_err(anyhow::Error::msg)?;
-    let runtime = if args.threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        if args.threads > 1 {
-            b.worker_threads(args.threads);
-        }
-        b.enable_all().build()?
-    };
+    let runtime = crate::runtime::build(args.threads)?;
     let report = runtime.block_on(bench(&args))?;
     runtime.shutdown_timeout(Duration::from_millis(100));
     if args.json {
