@@ -177,6 +177,8 @@ impl Target {
 }
 
 /// Connects to a `ws://` URL over TCP and runs the opening handshake.
+///
+/// Cancel-safety: cancel-safe: dropping it closes the half-open connection; nothing is shared.
 pub async fn connect(
     url: &str,
     config: &ClientConfig,
@@ -218,6 +220,8 @@ pub async fn connect(
 /// println!("{:?}", ws.recv().await);
 /// # Ok(()) }
 /// ```
+///
+/// Cancel-safety: cancel-safe, as `connect`.
 #[cfg(feature = "rustls")]
 pub async fn connect_tls(
     url: &str,
@@ -251,6 +255,8 @@ pub async fn connect_tls(
 }
 
 /// Runs the client handshake over a stream the caller connected (TCP, TLS, a proxy tunnel).
+///
+/// Cancel-safety: dropping it leaves `stream` (consumed) mid-handshake: the connection is lost, nothing else.
 pub async fn handshake<S>(
     mut stream: S,
     target: &Target,

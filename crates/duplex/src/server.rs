@@ -65,6 +65,8 @@ impl Rejection {
 ///
 /// A bad request is answered with the HTTP status its error maps to (400, 405, 426, 431)
 /// before the error is returned.
+///
+/// Cancel-safety: dropping it drops the stream mid-handshake; nothing else is affected.
 pub async fn accept<S>(stream: S, config: &ServerConfig) -> Result<WebSocket<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -88,6 +90,8 @@ where
 /// .await?;
 /// # Ok(()) }
 /// ```
+///
+/// Cancel-safety: as `accept`.
 pub async fn accept_with<S, F>(stream: S, config: &ServerConfig, decide: F) -> Result<WebSocket<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,

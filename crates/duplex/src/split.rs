@@ -213,6 +213,8 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     }
 
     /// Sends a message choosing whether to compress it.
+    ///
+    /// Cancel-safety: as `send`.
     pub async fn send_with(
         &mut self,
         message: impl Into<Message>,
@@ -228,6 +230,8 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
 
     /// Sends a message encoded once for many connections (see
     /// [`PreparedMessage`](duplex_proto::prepared::PreparedMessage)) and waits until written.
+    ///
+    /// Cancel-safety: as `send`: once queued, a dropped future leaves the frame to be finished by the next write, flush or receive.
     pub async fn send_prepared(
         &mut self,
         prepared: &duplex_proto::prepared::PreparedMessage,
@@ -269,12 +273,16 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     }
 
     /// Sends a ping.
+    ///
+    /// Cancel-safety: the ping is queued before the first await; if dropped, it is written by the next write, flush or receive.
     pub async fn send_ping(&mut self, payload: impl Into<Bytes>) -> Result<()> {
         self.shared.lock().conn.send_ping(payload)?;
         self.flush().await
     }
 
     /// Sends one fragment of a message sent in pieces (see [`Connection::send_fragment`]).
+    ///
+    /// Cancel-safety: as `send`: the fragment is queued before the first await and written later if the future is dropped.
     pub async fn send_fragment(
         &mut self,
         kind: MessageKind,
@@ -288,6 +296,8 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
 
     /// Sends our close frame. The reader completes the handshake: it returns `None` once the
     /// peer answered and the transport closed (or the close timeout passed).
+    ///
+    /// Cancel-safety: the close frame is queued at once; dropping the future leaves the handshake to be completed by later receives (or the close timeout).
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
         self.shared
             .lock()

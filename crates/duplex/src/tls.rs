@@ -169,6 +169,8 @@ pub fn native_client_config() -> Result<Arc<rustls::ClientConfig>> {
 ///
 /// Follow with [`client::handshake`](crate::client::handshake) to open the WebSocket.
 /// If the server selects an ALPN protocol other than `http/1.1`, this fails.
+///
+/// Cancel-safety: dropping it drops the stream mid-TLS-handshake; nothing else is affected.
 pub async fn tls_connect<S>(
     stream: S,
     host: &str,
@@ -200,6 +202,8 @@ where
 /// [`Error::Tls`] when the client says why with an alert (Chromium does, e.g. for a
 /// certificate it does not trust); clients that just close the connection instead (Python's
 /// `ssl`, Node) give [`Error::Io`] with `UnexpectedEof`.
+///
+/// Cancel-safety: as `accept`.
 pub async fn accept_tls<S>(
     stream: S,
     acceptor: &TlsAcceptor,
@@ -213,6 +217,8 @@ where
 
 /// [`accept_tls`] with a callback that inspects the upgrade request (`Origin`, path, cookies)
 /// and may refuse it with an HTTP status, as [`server::accept_with`](crate::server::accept_with).
+///
+/// Cancel-safety: as `accept`.
 pub async fn accept_tls_with<S, F>(
     stream: S,
     acceptor: &TlsAcceptor,

@@ -173,6 +173,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Sends a message encoded once for many connections (see
     /// [`PreparedMessage`](duplex_proto::prepared::PreparedMessage)) and waits until written.
+    ///
+    /// Cancel-safety: as `send`: once queued, a dropped future leaves the frame to be finished by the next write, flush or receive.
     pub async fn send_prepared(
         &mut self,
         prepared: &duplex_proto::prepared::PreparedMessage,
@@ -216,12 +218,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Sends a ping (payload at most 125 bytes). The pong arrives as [`Event::Pong`].
+    ///
+    /// Cancel-safety: the ping is queued before the first await; if dropped, it is written by the next write, flush or receive.
     pub async fn send_ping(&mut self, payload: impl Into<Bytes>) -> Result<()> {
         self.conn.send_ping(payload)?;
         self.flush().await
     }
 
     /// Sends an unsolicited pong (a one-way heartbeat, RFC 6455 §5.5.3).
+    ///
+    /// Cancel-safety: as `send_ping`.
     pub async fn send_pong(&mut self, payload: impl Into<Bytes>) -> Result<()> {
         self.conn.send_pong(payload)?;
         self.flush().await
@@ -229,6 +235,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Sends one fragment of a message sent in pieces: the first call opens a message of
     /// `kind`, `fin` ends it (RFC 6455 §5.4). Fragments are not compressed.
+    ///
+    /// Cancel-safety: as `send`: the fragment is queued before the first await and written later if the future is dropped.
     pub async fn send_fragment(
         &mut self,
         kind: MessageKind,
@@ -242,6 +250,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Sends a message whose payload comes from a stream of chunks, one fragment per chunk, so
     /// the whole message never needs to be in memory. Text chunks must together be valid
     /// UTF-8 (a code point may be split across chunks).
+    ///
+    /// Cancel-safety: not cancel-safe: dropping it leaves a message half sent, and the connection refuses other messages until it is finished with `send_fragment(.., fin = true)`.
     pub async fn send_stream<St>(&mut self, kind: MessageKind, chunks: St) -> Result<()>
     where
         St: Stream<Item = Bytes>,
@@ -263,6 +273,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Starts the closing handshake and waits for it to finish (the peer's close frame and the
     /// end of the transport), up to the configured close timeout. Messages still arriving are
     /// discarded; use [`WsWriter::close`] on a split connection to keep reading them.
+    ///
+    /// Cancel-safety: the close frame is queued at once; dropping the future leaves the handshake to be completed by later receives (or the close timeout).
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
         self.conn.close(code, reason, Instant::now().into_std())?;
         while let Some(event) = self.next_event().await {
