@@ -6,6 +6,7 @@
 //!
 //! | key | default | why |
 //! | --- | --- | --- |
+//! | `host` | 127.0.0.1 | loopback until told otherwise (`host = "0.0.0.0"` to listen on all interfaces) |
 //! | `port` | 6001 | the port Laravel Echo / pusher-js self-hosting guides use |
 //! | `activity_timeout` | 120 s | the protocol's recommended ping interval |
 //! | `apps[0].id` / `key` / `secret` | `app-id` / `app-key` / `app-secret` | well-known dev credentials, **change them in production** |
@@ -20,6 +21,8 @@
 //! | `max_batch_size` | 10 | REST API: events per batch |
 //! | `outbound_queue` | 1 024 messages | per connection; overflow closes the slow consumer (4100) |
 //! | `cache_ttl` | 1 800 s | cache channels keep their last event "up to 30 minutes" |
+//! | `webhook_endpoint_queue` | 1 000 requests | per endpoint; a dead endpoint only fills its own queue |
+//! | `webhook_vacate_delay_ms` | 3 000 ms | Pusher holds `channel_vacated` / `member_removed` a few seconds so a quick rejoin sends nothing |
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -117,6 +120,11 @@ pub struct HubConfig {
     pub webhook_queue: usize,
     /// Most events in one webhook POST.
     pub webhook_batch_size: usize,
+    /// Requests waiting per webhook endpoint before new ones for it are dropped.
+    pub webhook_endpoint_queue: usize,
+    /// How long `channel_vacated` / `member_removed` webhooks are held, in milliseconds, so
+    /// that a re-occupy (rejoin) in that time cancels the pair; 0 sends them at once.
+    pub webhook_vacate_delay_ms: u64,
     /// The applications; empty means "the default app".
     pub apps: Vec<App>,
 }
@@ -124,7 +132,8 @@ pub struct HubConfig {
 impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
-            host: "0.0.0.0".into(),
+            // Loopback: the default app's credentials are public, so exposing it takes a choice.
+            host: "127.0.0.1".into(),
             port: DEFAULT_PORT,
             activity_timeout: 120,
             pong_timeout: 30,
@@ -132,6 +141,8 @@ impl Default for HubConfig {
             cache_ttl: 1800,
             webhook_queue: 10_000,
             webhook_batch_size: 50,
+            webhook_endpoint_queue: 1000,
+            webhook_vacate_delay_ms: 3000,
             apps: vec![App::default()],
         }
     }
@@ -242,6 +253,9 @@ impl HubConfig {
         if self.webhook_batch_size == 0 {
             return Err(invalid("webhook_batch_size", "must be at least 1"));
         }
+        if self.webhook_endpoint_queue == 0 {
+            return Err(invalid("webhook_endpoint_queue", "must be at least 1"));
+        }
         if self.apps.is_empty() {
             return Err(invalid("apps", "at least one app is required"));
         }
@@ -305,6 +319,11 @@ impl HubConfig {
             }
         }
         Ok(())
+    }
+
+    /// `webhook_vacate_delay_ms` as a duration.
+    pub fn webhook_vacate_delay(&self) -> Duration {
+        Duration::from_millis(self.webhook_vacate_delay_ms)
     }
 
     /// `cache_ttl` as a duration.

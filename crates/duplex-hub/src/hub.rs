@@ -47,6 +47,9 @@ use crate::protocol::{self, codes, ClientEvent, ClientMessage, ServerMessage, Si
 use crate::socket_id::SocketId;
 use crate::webhooks::{AppWebhookEvent, WebhookEvent};
 
+/// Close reason sent with 4200 when the node drains.
+pub const DRAIN_REASON: &str = "Server shutting down, reconnect";
+
 /// One item for a connection's writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outbound {
@@ -160,9 +163,18 @@ pub struct ConnectionHandle {
     pub outbound: OutboundReceiver,
 }
 
-/// Why a connection was refused; close the WebSocket with [`ConnectError::close_code`].
+/// Why a connection was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectError {
+    /// The `protocol` query parameter is missing (4008).
+    #[error("No protocol version supplied")]
+    NoProtocolVersion,
+    /// The `protocol` query parameter is not a number (4006).
+    #[error("Invalid version string format")]
+    InvalidVersionFormat,
+    /// The protocol version is not one this server speaks (4007).
+    #[error("Unsupported protocol version")]
+    UnsupportedProtocol,
     /// No app has this key (4001).
     #[error("App key {0} does not exist")]
     AppNotFound(String),
@@ -172,6 +184,12 @@ pub enum ConnectError {
     /// The app is at `max_connections` (4004).
     #[error("Application is over connection quota")]
     OverConnectionQuota,
+    /// A WebSocket upgrade on a path other than `/app/{key}` (4005).
+    #[error("Path not found: WebSocket connections go to /app/{{key}}")]
+    PathNotFound,
+    /// The node is draining (4200: reconnect at once, to another node).
+    #[error("Server shutting down, reconnect")]
+    Draining,
     /// The broker failed (4100: try again later).
     #[error(transparent)]
     Broker(#[from] BrokerError),
@@ -181,11 +199,68 @@ impl ConnectError {
     /// The close code to send.
     pub fn close_code(&self) -> u16 {
         match self {
+            ConnectError::NoProtocolVersion => codes::NO_PROTOCOL_VERSION,
+            ConnectError::InvalidVersionFormat => codes::INVALID_VERSION_FORMAT,
+            ConnectError::UnsupportedProtocol => codes::UNSUPPORTED_PROTOCOL,
             ConnectError::AppNotFound(_) => codes::APP_NOT_FOUND,
             ConnectError::AppDisabled => codes::APP_DISABLED,
             ConnectError::OverConnectionQuota => codes::OVER_CONNECTION_QUOTA,
+            ConnectError::PathNotFound => codes::PATH_NOT_FOUND,
+            ConnectError::Draining => codes::RECONNECT_IMMEDIATELY,
             ConnectError::Broker(_) => codes::OVER_CAPACITY,
         }
+    }
+
+    fn from_protocol_code(code: u16) -> ConnectError {
+        match code {
+            codes::NO_PROTOCOL_VERSION => ConnectError::NoProtocolVersion,
+            codes::INVALID_VERSION_FORMAT => ConnectError::InvalidVersionFormat,
+            _ => ConnectError::UnsupportedProtocol,
+        }
+    }
+}
+
+/// A refused connection: why, and exactly what to send before dropping the socket.
+///
+/// The hub builds the messages so every front end answers the same way: a `pusher:error`
+/// `{code, message}` (which pusher-js reads during its handshake) followed by a close with the
+/// same code (which it reads once connected, and which tells other clients the range).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("connection refused ({}): {error}", error.close_code())]
+pub struct Refused {
+    /// The reason.
+    pub error: ConnectError,
+    /// `[Outbound::Text(pusher:error), Outbound::Close]`: send in order, then drop the socket.
+    pub outbound: Vec<Outbound>,
+}
+
+impl From<ConnectError> for Refused {
+    fn from(error: ConnectError) -> Refused {
+        Refused::new(error)
+    }
+}
+
+impl Refused {
+    /// The answer to send for `error`; front ends use it for refusals decided before the hub
+    /// is asked (e.g. [`ConnectError::PathNotFound`]).
+    pub fn new(error: ConnectError) -> Refused {
+        let code = error.close_code();
+        let mut reason = error.to_string();
+        truncate_utf8(&mut reason, 123);
+        let text = ServerMessage::Error {
+            code: Some(code),
+            message: &reason,
+        }
+        .to_bytes();
+        Refused {
+            error,
+            outbound: vec![Outbound::Text(text), Outbound::Close { code, reason }],
+        }
+    }
+
+    /// The close code to send.
+    pub fn close_code(&self) -> u16 {
+        self.error.close_code()
     }
 }
 
@@ -317,12 +392,52 @@ struct Inner {
     webhook_tx: mpsc::Sender<AppWebhookEvent>,
     webhook_rx: Mutex<Option<mpsc::Receiver<AppWebhookEvent>>>,
     metrics: Arc<Metrics>,
+    /// Set by [`Hub::drain`]: new connections are refused with 4200.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// The hub of one node. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<Inner>,
+}
+
+/// Why a `pusher:subscribe` was refused, in the shape pusher-js uses for its own
+/// subscription errors (`{type, error, status}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SubscribeRefusal {
+    kind: &'static str,
+    status: u16,
+    message: String,
+}
+
+impl SubscribeRefusal {
+    /// Missing or wrong signature, or a server-to-user channel of another user: 401.
+    fn auth(message: String) -> Self {
+        SubscribeRefusal {
+            kind: "AuthError",
+            status: 401,
+            message,
+        }
+    }
+
+    /// A bad channel name or `channel_data`: 400.
+    fn invalid(message: String) -> Self {
+        SubscribeRefusal {
+            kind: "SubscriptionError",
+            status: 400,
+            message,
+        }
+    }
+
+    /// A limit (channels per connection, presence members): 403.
+    fn limit(message: String) -> Self {
+        SubscribeRefusal {
+            kind: "SubscriptionError",
+            status: 403,
+            message,
+        }
+    }
 }
 
 /// Result of one client-facing check: either go on, or an error to send.
@@ -353,6 +468,7 @@ impl Hub {
                 webhook_tx,
                 webhook_rx: Mutex::new(Some(webhook_rx)),
                 metrics,
+                draining: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -397,35 +513,51 @@ impl Hub {
         self.inner.local.conns().len()
     }
 
-    /// Accepts a connection for `app_key`: checks the app and its quota, assigns a socket id
-    /// and queues `pusher:connection_established`.
-    pub async fn connect(&self, app_key: &str) -> Result<ConnectionHandle, ConnectError> {
-        let refused = |e: ConnectError| {
+    /// Accepts a connection for `app_key` speaking protocol 7; see
+    /// [`connect_with_protocol`](Self::connect_with_protocol).
+    pub async fn connect(&self, app_key: &str) -> Result<ConnectionHandle, Refused> {
+        self.connect_with_protocol(app_key, Some("7")).await
+    }
+
+    /// Accepts a connection for `app_key` whose URL carried `protocol` (the raw `protocol`
+    /// query value, `None` when absent): checks the version, the app, its quota and whether
+    /// the node is draining, assigns a socket id and queues `pusher:connection_established`.
+    /// On refusal the [`Refused`] holds the `pusher:error` and close to send.
+    pub async fn connect_with_protocol(
+        &self,
+        app_key: &str,
+        protocol: Option<&str>,
+    ) -> Result<ConnectionHandle, Refused> {
+        self.try_connect(app_key, protocol).await.map_err(|e| {
             self.inner
                 .metrics
                 .connections_refused_total
                 .fetch_add(1, Relaxed);
-            e
-        };
-        let app = self.app_by_key(app_key).ok_or_else(|| {
-            refused(ConnectError::AppNotFound(
-                app_key.chars().take(64).collect(),
-            ))
-        })?;
+            tracing::debug!(code = e.close_code(), "connection refused: {e}");
+            Refused::new(e)
+        })
+    }
+
+    async fn try_connect(
+        &self,
+        app_key: &str,
+        protocol: Option<&str>,
+    ) -> Result<ConnectionHandle, ConnectError> {
+        protocol::check_protocol_param(protocol).map_err(ConnectError::from_protocol_code)?;
+        if self.is_draining() {
+            return Err(ConnectError::Draining);
+        }
+        let app = self
+            .app_by_key(app_key)
+            .ok_or_else(|| ConnectError::AppNotFound(app_key.chars().take(64).collect()))?;
         if !app.enabled {
-            return Err(refused(ConnectError::AppDisabled));
+            return Err(ConnectError::AppDisabled);
         }
         let broker = &self.inner.broker;
-        let count = broker
-            .add_connection(&app.id)
-            .await
-            .map_err(|e| refused(e.into()))?;
+        let count = broker.add_connection(&app.id).await?;
         if app.max_connections > 0 && count > app.max_connections {
-            broker
-                .remove_connection(&app.id)
-                .await
-                .map_err(|e| refused(e.into()))?;
-            return Err(refused(ConnectError::OverConnectionQuota));
+            broker.remove_connection(&app.id).await?;
+            return Err(ConnectError::OverConnectionQuota);
         }
         let socket_id = SocketId::generate();
         let (tx, rx) = mpsc::channel(self.inner.config.outbound_queue);
@@ -457,6 +589,10 @@ impl Hub {
                 bucket: TokenBucket::default(),
             },
         );
+        if self.is_draining() {
+            // A drain started while this connection was being set up: it missed the sweep.
+            self.close_socket(&socket_id, codes::RECONNECT_IMMEDIATELY, DRAIN_REASON);
+        }
         let m = &self.inner.metrics;
         m.connections_total.fetch_add(1, Relaxed);
         m.connections_current.fetch_add(1, Relaxed);
@@ -565,6 +701,35 @@ impl Hub {
         Ok(())
     }
 
+    /// Asks every connection on this node to close with `code` and `reason` (each writer
+    /// yields the [`Outbound::Close`] ahead of anything queued). Returns how many were asked.
+    pub fn close_all(&self, code: u16, reason: &str) -> usize {
+        let conns = self.inner.local.conns();
+        conns
+            .values()
+            .filter(|c| c.sub.close.close(code, reason))
+            .count()
+    }
+
+    /// Starts draining this node: from now on [`connect`](Self::connect) refuses with 4200 and
+    /// every open connection is closed with 4200 ("reconnect now", so clients move to another
+    /// node). Front ends wait for their connection tasks to end. Returns how many were asked.
+    pub fn drain(&self) -> usize {
+        self.inner.draining.store(true, Relaxed);
+        self.close_all(codes::RECONNECT_IMMEDIATELY, DRAIN_REASON)
+    }
+
+    /// True once [`drain`](Self::drain) was called.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Relaxed)
+    }
+
+    fn close_socket(&self, socket: &SocketId, code: u16, reason: &str) {
+        if let Some(conn) = self.inner.local.conns().get(socket) {
+            conn.sub.close.close(code, reason);
+        }
+    }
+
     /// Closes every connection signed in as `user_id` (on any node) with 4009.
     pub async fn terminate_user(&self, app_id: &str, user_id: &str) -> Result<usize, HubError> {
         let broker = &self.inner.broker;
@@ -602,6 +767,24 @@ impl Hub {
             .send(sub, ServerMessage::Error { code, message }.to_bytes());
     }
 
+    /// Answers a refused `pusher:subscribe` twice: a `pusher:error` with code `null` and the
+    /// reason (what Pusher sends; pusher-js emits it as a connection `error`), then a
+    /// `pusher:subscription_error` on the channel (pusher-js emits it on the channel object,
+    /// where apps and Laravel Echo's `.error()` listen).
+    fn refuse_subscription(&self, sub: &Subscriber, channel: &str, refusal: &SubscribeRefusal) {
+        self.send_error(sub, None, &refusal.message);
+        self.inner.local.send(
+            sub,
+            ServerMessage::SubscriptionError {
+                channel,
+                kind: refusal.kind,
+                error: &refusal.message,
+                status: refusal.status,
+            }
+            .to_bytes(),
+        );
+    }
+
     fn webhook(&self, app: &App, event: WebhookEvent) {
         if app.webhooks.is_empty() {
             return;
@@ -625,30 +808,28 @@ impl Hub {
         app: &App,
         s: &Subscribe,
         signed_in_as: Option<&str>,
-    ) -> Check<Option<protocol::PresenceMember>> {
-        channel::validate(&s.channel).map_err(|e| (None, format!("Invalid channel name: {e}")))?;
+    ) -> Result<Option<protocol::PresenceMember>, SubscribeRefusal> {
+        channel::validate(&s.channel)
+            .map_err(|e| SubscribeRefusal::invalid(format!("Invalid channel name: {e}")))?;
         let kind = ChannelKind::of(&s.channel);
         match kind {
             ChannelKind::ServerToUser => {
                 let owner = channel::server_to_user_id(&s.channel);
                 if owner.is_none() || owner != signed_in_as {
-                    return Err((
-                        Some(codes::UNAUTHORIZED),
-                        format!(
-                            "Subscription to {} requires signing in as that user",
-                            s.channel
-                        ),
-                    ));
+                    return Err(SubscribeRefusal::auth(format!(
+                        "Subscription to {} requires signing in as that user",
+                        s.channel
+                    )));
                 }
                 Ok(None)
             }
             ChannelKind::Public => Ok(None),
             ChannelKind::Private | ChannelKind::PrivateEncrypted | ChannelKind::Presence => {
                 let unauthorized = |why: String| {
-                    (
-                        Some(codes::UNAUTHORIZED),
-                        format!("Unauthorized subscription to {}: {why}", s.channel),
-                    )
+                    SubscribeRefusal::auth(format!(
+                        "Unauthorized subscription to {}: {why}",
+                        s.channel
+                    ))
                 };
                 let auth = s
                     .auth
@@ -675,17 +856,14 @@ impl Hub {
                     None => Ok(None),
                     Some(cd) => {
                         if cd.len() > app.max_presence_member_size {
-                            return Err((
-                                None,
-                                format!(
-                                    "Presence channel_data is larger than {} bytes",
-                                    app.max_presence_member_size
-                                ),
-                            ));
+                            return Err(SubscribeRefusal::invalid(format!(
+                                "Presence channel_data is larger than {} bytes",
+                                app.max_presence_member_size
+                            )));
                         }
-                        protocol::parse_channel_data(cd)
-                            .map(Some)
-                            .map_err(|e| (None, format!("Invalid channel_data: {e}")))
+                        protocol::parse_channel_data(cd).map(Some).map_err(|e| {
+                            SubscribeRefusal::invalid(format!("Invalid channel_data: {e}"))
+                        })
                     }
                 }
             }
@@ -712,8 +890,8 @@ impl Hub {
         };
         let member = match self.check_subscribe(socket, app, &s, signed_in_as.as_deref()) {
             Ok(m) => m,
-            Err((code, msg)) => {
-                self.send_error(sub, code, &msg);
+            Err(refusal) => {
+                self.refuse_subscription(sub, &s.channel, &refusal);
                 return Ok(());
             }
         };
@@ -726,14 +904,11 @@ impl Hub {
                 .await;
         }
         if count >= app.max_channels_per_connection {
-            self.send_error(
-                sub,
-                None,
-                &format!(
-                    "Too many channels: at most {} per connection",
-                    app.max_channels_per_connection
-                ),
-            );
+            let refusal = SubscribeRefusal::limit(format!(
+                "Too many channels: at most {} per connection",
+                app.max_channels_per_connection
+            ));
+            self.refuse_subscription(sub, channel, &refusal);
             return Ok(());
         }
         if let Some(m) = &member {
@@ -743,14 +918,11 @@ impl Hub {
                     .presence_has_user(&app.id, channel, &m.user_id)
                     .await?
             {
-                self.send_error(
-                    sub,
-                    None,
-                    &format!(
-                        "Presence channel {channel} is full: at most {} members",
-                        app.max_presence_members
-                    ),
-                );
+                let refusal = SubscribeRefusal::limit(format!(
+                    "Presence channel {channel} is full: at most {} members",
+                    app.max_presence_members
+                ));
+                self.refuse_subscription(sub, channel, &refusal);
                 return Ok(());
             }
         }

@@ -41,8 +41,7 @@
 //! - [`metrics`]: counters and a latency histogram in Prometheus text format.
 //!
 //! Out of scope for now: message recovery after reconnect (Pusher has none), the Redis
-//! broker, watchlist events, "authorized connections" (sign-in deadline), the 3 s webhook
-//! delay for vacated/member_removed.
+//! broker, watchlist events, "authorized connections" (sign-in deadline).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -416,6 +416,18 @@ pub enum ServerMessage<'a> {
         /// The user whose last connection left.
         user_id: &'a str,
     },
+    /// `pusher:subscription_error` on a channel whose subscription was refused, data
+    /// `{"type","error","status"}` as a string (the shape pusher-js gives its own auth errors).
+    SubscriptionError {
+        /// Channel name.
+        channel: &'a str,
+        /// `AuthError` or `SubscriptionError`.
+        kind: &'a str,
+        /// Human-readable reason.
+        error: &'a str,
+        /// HTTP-like status: 401 auth, 400 invalid, 403 limit.
+        status: u16,
+    },
     /// `pusher:cache_miss` on a cache channel with nothing cached.
     CacheMiss {
         /// Channel name.
@@ -561,6 +573,26 @@ impl ServerMessage<'_> {
                 }
                 let inner = to_json_string(&D { user_id });
                 envelope("pusher_internal:member_removed", Some(channel), Some(inner))
+            }
+            ServerMessage::SubscriptionError {
+                channel,
+                kind,
+                error,
+                status,
+            } => {
+                #[derive(Serialize)]
+                struct D<'a> {
+                    #[serde(rename = "type")]
+                    kind: &'a str,
+                    error: &'a str,
+                    status: u16,
+                }
+                let inner = to_json_string(&D {
+                    kind,
+                    error,
+                    status,
+                });
+                envelope("pusher:subscription_error", Some(channel), Some(inner))
             }
             ServerMessage::CacheMiss { channel } => {
                 envelope::<&str>("pusher:cache_miss", Some(channel), None)
@@ -759,6 +791,23 @@ mod tests {
         }
         .to_json();
         assert_eq!(v(&s)["data"]["code"], Value::Null);
+    }
+
+    #[test]
+    fn subscription_error_is_channel_scoped_with_type_error_status() {
+        let s = ServerMessage::SubscriptionError {
+            channel: "private-a",
+            kind: "AuthError",
+            error: "bad \"sig\"",
+            status: 401,
+        }
+        .to_json();
+        assert!(v(&s)["data"].is_string(), "{s}");
+        assert_eq!(
+            as_pusher_js(&s),
+            json!({"event":"pusher:subscription_error","channel":"private-a",
+                   "data":{"type":"AuthError","error":"bad \"sig\"","status":401}})
+        );
     }
 
     #[test]

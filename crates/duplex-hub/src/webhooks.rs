@@ -7,9 +7,18 @@
 //! an injected [`WebhookSender`], retrying non-2xx answers by a [`RetryPolicy`]. This module
 //! never opens a connection: the CLI provides the sender.
 //!
-//! Not yet: Pusher's 3-second delay before `channel_vacated`/`member_removed` (which swallows
-//! quick reconnects).
+//! **Endpoints are independent.** Each endpoint URL has its own worker and its own bounded queue
+//! of requests ([`WebhookDispatcher::with_endpoint_queue`]); a worker delivers its requests in
+//! order, one at a time, retrying as long as the policy says. So an endpoint that refuses
+//! connections or hangs only delays its own webhooks; when its queue is full, new requests for
+//! it are dropped and counted (`webhooks_dropped_total`).
+//!
+//! **Vacate delay.** Like Pusher, `channel_vacated` and `member_removed` are held for a few
+//! seconds ([`WebhookDispatcher::with_vacate_delay`], `webhook_vacate_delay_ms`, 3 s by
+//! default): if the channel is occupied again (or the user rejoins) in that time, both events
+//! are dropped, so a page reload does not produce a vacated/occupied pair.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +26,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::auth;
 use crate::config::App;
@@ -241,35 +252,25 @@ pub enum DeliveryOutcome {
     },
 }
 
-/// Drains the hub's webhook queue and delivers batches.
-pub struct WebhookDispatcher {
-    apps: Vec<App>,
+/// Default length of each endpoint's request queue.
+pub const DEFAULT_ENDPOINT_QUEUE: usize = 1000;
+
+/// Default hold time for `channel_vacated` / `member_removed`.
+pub const DEFAULT_VACATE_DELAY: Duration = Duration::from_secs(3);
+
+/// Most events held back by the vacate delay at once; beyond it the oldest go out early.
+const MAX_HELD: usize = 10_000;
+
+/// What delivering needs, shared by the endpoint workers.
+#[derive(Clone)]
+struct Deliverer {
     sender: Arc<dyn WebhookSender>,
     policy: RetryPolicy,
-    batch_size: usize,
     metrics: Arc<Metrics>,
 }
 
-impl WebhookDispatcher {
-    /// A dispatcher for `apps` (their `webhooks` lists) sending through `sender`.
-    pub fn new(
-        apps: Vec<App>,
-        sender: Arc<dyn WebhookSender>,
-        policy: RetryPolicy,
-        batch_size: usize,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        WebhookDispatcher {
-            apps,
-            sender,
-            policy,
-            batch_size,
-            metrics,
-        }
-    }
-
-    /// POSTs `req`, retrying by the policy (sleeping with tokio's timer).
-    pub async fn deliver(&self, req: &WebhookRequest) -> DeliveryOutcome {
+impl Deliverer {
+    async fn deliver(&self, req: &WebhookRequest) -> DeliveryOutcome {
         let start = tokio::time::Instant::now();
         let mut attempts = 0;
         loop {
@@ -299,30 +300,231 @@ impl WebhookDispatcher {
             }
         }
     }
+}
+
+/// Which event a later one cancels during the vacate delay.
+type HoldKey = (Arc<str>, String, Option<String>);
+
+/// `channel_vacated` / `member_removed` held back until their deadline.
+#[derive(Default)]
+struct Held {
+    /// In arrival order; deadlines are increasing because the delay is fixed.
+    queue: VecDeque<(Instant, u64, AppWebhookEvent)>,
+    /// Key → sequence number of the live held event; an entry missing here was cancelled.
+    live: HashMap<HoldKey, u64>,
+    next_seq: u64,
+}
+
+impl Held {
+    fn hold_key(e: &AppWebhookEvent) -> Option<HoldKey> {
+        match &e.event {
+            WebhookEvent::ChannelVacated { channel } => {
+                Some((e.app_id.clone(), channel.clone(), None))
+            }
+            WebhookEvent::MemberRemoved { channel, user_id } => {
+                Some((e.app_id.clone(), channel.clone(), Some(user_id.clone())))
+            }
+            _ => None,
+        }
+    }
+
+    fn cancel_key(e: &AppWebhookEvent) -> Option<HoldKey> {
+        match &e.event {
+            WebhookEvent::ChannelOccupied { channel } => {
+                Some((e.app_id.clone(), channel.clone(), None))
+            }
+            WebhookEvent::MemberAdded { channel, user_id } => {
+                Some((e.app_id.clone(), channel.clone(), Some(user_id.clone())))
+            }
+            _ => None,
+        }
+    }
+
+    /// Sorts one incoming event: held, cancelled with a held one (both vanish), or passed on.
+    fn admit(
+        &mut self,
+        e: AppWebhookEvent,
+        delay: Duration,
+        now: Instant,
+    ) -> Option<AppWebhookEvent> {
+        if delay.is_zero() {
+            return Some(e);
+        }
+        if let Some(key) = Self::cancel_key(&e) {
+            if self.live.remove(&key).is_some() {
+                return None;
+            }
+        }
+        match Self::hold_key(&e) {
+            Some(key) => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.live.insert(key, seq);
+                self.queue.push_back((now + delay, seq, e));
+                None
+            }
+            None => Some(e),
+        }
+    }
+
+    /// Moves every held event due at `now` (or all, or the excess over [`MAX_HELD`]) to `out`.
+    fn release(&mut self, now: Instant, all: bool, out: &mut Vec<AppWebhookEvent>) {
+        while let Some((due, _, _)) = self.queue.front() {
+            if !(all || *due <= now || self.queue.len() > MAX_HELD) {
+                break;
+            }
+            let Some((_, seq, e)) = self.queue.pop_front() else {
+                break;
+            };
+            let Some(key) = Self::hold_key(&e) else {
+                continue;
+            };
+            if self.live.get(&key) == Some(&seq) {
+                self.live.remove(&key);
+                out.push(e);
+            }
+        }
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.queue.front().map(|(due, _, _)| *due)
+    }
+}
+
+/// Drains the hub's webhook queue and delivers batches, each endpoint on its own worker.
+pub struct WebhookDispatcher {
+    apps: Vec<App>,
+    deliverer: Deliverer,
+    batch_size: usize,
+    endpoint_queue: usize,
+    vacate_delay: Duration,
+}
+
+impl WebhookDispatcher {
+    /// A dispatcher for `apps` (their `webhooks` lists) sending through `sender`, with
+    /// [`DEFAULT_ENDPOINT_QUEUE`] and [`DEFAULT_VACATE_DELAY`].
+    pub fn new(
+        apps: Vec<App>,
+        sender: Arc<dyn WebhookSender>,
+        policy: RetryPolicy,
+        batch_size: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        WebhookDispatcher {
+            apps,
+            deliverer: Deliverer {
+                sender,
+                policy,
+                metrics,
+            },
+            batch_size,
+            endpoint_queue: DEFAULT_ENDPOINT_QUEUE,
+            vacate_delay: DEFAULT_VACATE_DELAY,
+        }
+    }
+
+    /// Requests waiting per endpoint before new ones for it are dropped (at least 1).
+    pub fn with_endpoint_queue(mut self, requests: usize) -> Self {
+        self.endpoint_queue = requests.max(1);
+        self
+    }
+
+    /// How long `channel_vacated` / `member_removed` wait for a cancelling
+    /// `channel_occupied` / `member_added`; zero sends them at once.
+    pub fn with_vacate_delay(mut self, delay: Duration) -> Self {
+        self.vacate_delay = delay;
+        self
+    }
+
+    /// POSTs `req`, retrying by the policy (sleeping with tokio's timer).
+    pub async fn deliver(&self, req: &WebhookRequest) -> DeliveryOutcome {
+        self.deliverer.deliver(req).await
+    }
 
     /// Runs until the queue's senders are all dropped: takes what is queued (up to the batch
-    /// size), builds the requests, delivers them in order.
-    ///
-    /// Requests are delivered one after another, so a failing endpoint delays the others for
-    /// up to the retry window; spawn one dispatcher per app if that matters.
+    /// size), holds back vacate events, builds the requests and hands each to its endpoint's
+    /// worker. At the end, releases what is held and waits for the workers to finish.
     pub async fn run(&self, mut rx: mpsc::Receiver<AppWebhookEvent>) {
         let cap = self.batch_size.max(1);
-        while let Some(first) = rx.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < cap {
-                match rx.try_recv() {
-                    Ok(e) => batch.push(e),
-                    Err(_) => break,
-                }
+        let mut held = Held::default();
+        let mut endpoints: HashMap<String, mpsc::Sender<WebhookRequest>> = HashMap::new();
+        let mut workers = JoinSet::new();
+        let mut open = true;
+        while open || held.next_due().is_some() {
+            let mut batch = Vec::new();
+            let due = held.next_due();
+            tokio::select! {
+                () = sleep_until_opt(due) => {}
+                item = rx.recv(), if open => match item {
+                    Some(e) => {
+                        let now = Instant::now();
+                        batch.extend(held.admit(e, self.vacate_delay, now));
+                        let mut taken = 1;
+                        while taken < cap {
+                            match rx.try_recv() {
+                                Ok(e) => {
+                                    taken += 1;
+                                    batch.extend(held.admit(e, self.vacate_delay, now));
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => open = false,
+                },
+            }
+            held.release(Instant::now(), !open, &mut batch);
+            if batch.is_empty() {
+                continue;
             }
             let time_ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0);
             for req in build_requests(&self.apps, &batch, time_ms, cap) {
-                self.deliver(&req).await;
+                self.enqueue(&mut endpoints, &mut workers, req);
             }
         }
+        drop(endpoints);
+        while workers.join_next().await.is_some() {}
+    }
+
+    fn enqueue(
+        &self,
+        endpoints: &mut HashMap<String, mpsc::Sender<WebhookRequest>>,
+        workers: &mut JoinSet<()>,
+        req: WebhookRequest,
+    ) {
+        let tx = endpoints.entry(req.url.clone()).or_insert_with(|| {
+            let (tx, mut rx) = mpsc::channel::<WebhookRequest>(self.endpoint_queue);
+            let deliverer = self.deliverer.clone();
+            workers.spawn(async move {
+                while let Some(req) = rx.recv().await {
+                    deliverer.deliver(&req).await;
+                }
+            });
+            tx
+        });
+        if let Err(e) = tx.try_send(req) {
+            let url = match &e {
+                mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => {
+                    r.url.clone()
+                }
+            };
+            tracing::warn!(%url, "webhook endpoint queue full: dropping a request");
+            self.deliverer
+                .metrics
+                .webhooks_dropped_total
+                .fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Sleeps until `due`, or forever without one.
+async fn sleep_until_opt(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -595,5 +797,217 @@ mod tests {
         assert_eq!(seen.len(), 1);
         let body: serde_json::Value = serde_json::from_slice(&seen[0].body).expect("JSON");
         assert_eq!(body["events"].as_array().map(Vec::len), Some(3));
+    }
+
+    /// Hangs forever on `dead` URLs, answers 200 at once elsewhere; records (url, body).
+    struct DeadAndLive {
+        seen: Mutex<Vec<(String, serde_json::Value)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl WebhookSender for DeadAndLive {
+        async fn post(&self, req: &WebhookRequest) -> Result<u16, WebhookSendError> {
+            if req.url.contains("dead") {
+                std::future::pending::<()>().await;
+            }
+            let body = serde_json::from_slice(&req.body).expect("JSON body");
+            self.seen
+                .lock()
+                .expect("lock")
+                .push((req.url.clone(), body));
+            Ok(200)
+        }
+    }
+
+    fn two_endpoints() -> App {
+        App {
+            webhooks: vec![
+                Webhook {
+                    url: "http://dead.test/hooks".into(),
+                    events: vec![],
+                },
+                Webhook {
+                    url: "http://live.test/hooks".into(),
+                    events: vec![],
+                },
+            ],
+            ..app(vec![])
+        }
+    }
+
+    fn occupied(channel: &str) -> AppWebhookEvent {
+        ev(
+            "1",
+            WebhookEvent::ChannelOccupied {
+                channel: channel.into(),
+            },
+        )
+    }
+
+    fn vacated(channel: &str) -> AppWebhookEvent {
+        ev(
+            "1",
+            WebhookEvent::ChannelVacated {
+                channel: channel.into(),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_hanging_endpoint_does_not_delay_another() {
+        let sender = Arc::new(DeadAndLive {
+            seen: Mutex::new(vec![]),
+        });
+        let d = WebhookDispatcher::new(
+            vec![two_endpoints()],
+            sender.clone(),
+            RetryPolicy::default(),
+            50,
+            Arc::new(Metrics::default()),
+        );
+        let (tx, rx) = mpsc::channel(16);
+        let run = tokio::spawn(async move { d.run(rx).await });
+        for i in 0..3 {
+            tx.send(occupied(&format!("c{i}"))).await.expect("open");
+            // Each event becomes its own request to each endpoint.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let n = sender.seen.lock().expect("lock").len();
+            if n >= 3 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "live endpoint got {n} of 3 webhooks in 2 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let seen = sender.seen.lock().expect("lock").clone();
+        assert!(seen.iter().all(|(url, _)| url.contains("live")));
+        let channels: Vec<_> = seen
+            .iter()
+            .flat_map(|(_, b)| b["events"].as_array().cloned().unwrap_or_default())
+            .map(|e| e["channel"].clone())
+            .collect();
+        assert_eq!(channels, vec!["c0", "c1", "c2"], "in order");
+        run.abort();
+    }
+
+    #[tokio::test]
+    async fn a_full_endpoint_queue_drops_and_counts() {
+        let sender = Arc::new(DeadAndLive {
+            seen: Mutex::new(vec![]),
+        });
+        let metrics = Arc::new(Metrics::default());
+        let d = WebhookDispatcher::new(
+            vec![two_endpoints()],
+            sender.clone(),
+            RetryPolicy::default(),
+            1,
+            metrics.clone(),
+        )
+        .with_endpoint_queue(2);
+        let (tx, rx) = mpsc::channel(64);
+        let run = tokio::spawn(async move { d.run(rx).await });
+        for i in 0..10 {
+            tx.send(occupied(&format!("c{i}"))).await.expect("open");
+            // Give the live worker time to keep its own queue short.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while sender.seen.lock().expect("lock").len() < 10 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "live endpoint starved"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The dead endpoint holds one request in flight and two queued: 7 dropped.
+        assert_eq!(metrics.webhooks_dropped_total.load(Relaxed), 7);
+        run.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn vacated_then_reoccupied_within_the_delay_sends_neither() {
+        let sender = Arc::new(FakeSender {
+            statuses: Mutex::new(vec![200; 8]),
+            seen: Mutex::new(vec![]),
+        });
+        let d = WebhookDispatcher::new(
+            vec![app(vec![])],
+            sender.clone(),
+            RetryPolicy::default(),
+            50,
+            Arc::new(Metrics::default()),
+        );
+        let (tx, rx) = mpsc::channel(16);
+        let run = tokio::spawn(async move { d.run(rx).await });
+        tx.send(vacated("quick")).await.expect("open");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.send(occupied("quick")).await.expect("open");
+        tx.send(vacated("gone")).await.expect("open");
+        tokio::time::sleep(Duration::from_millis(2900)).await;
+        assert!(
+            sender.seen.lock().expect("lock").is_empty(),
+            "vacated is held for 3 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(tx);
+        run.await.expect("dispatcher ends");
+        let seen = sender.seen.lock().expect("lock");
+        let events: Vec<serde_json::Value> = seen
+            .iter()
+            .flat_map(|r| {
+                serde_json::from_slice::<serde_json::Value>(&r.body).expect("JSON")["events"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(
+            events,
+            vec![serde_json::json!({"name":"channel_vacated","channel":"gone"})]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn member_removed_then_added_within_the_delay_sends_neither_and_zero_delay_sends_all() {
+        for (delay, expected) in [(DEFAULT_VACATE_DELAY, 0), (Duration::ZERO, 2)] {
+            let sender = Arc::new(FakeSender {
+                statuses: Mutex::new(vec![200; 8]),
+                seen: Mutex::new(vec![]),
+            });
+            let d = WebhookDispatcher::new(
+                vec![app(vec![])],
+                sender.clone(),
+                RetryPolicy::default(),
+                1,
+                Arc::new(Metrics::default()),
+            )
+            .with_vacate_delay(delay);
+            let (tx, rx) = mpsc::channel(16);
+            let member = |removed: bool| {
+                let (channel, user_id) = ("presence-a".to_string(), "u".to_string());
+                ev(
+                    "1",
+                    if removed {
+                        WebhookEvent::MemberRemoved { channel, user_id }
+                    } else {
+                        WebhookEvent::MemberAdded { channel, user_id }
+                    },
+                )
+            };
+            tx.send(member(true)).await.expect("open");
+            tx.send(member(false)).await.expect("open");
+            drop(tx);
+            d.run(rx).await;
+            assert_eq!(
+                sender.seen.lock().expect("lock").len(),
+                expected,
+                "{delay:?}"
+            );
+        }
     }
 }

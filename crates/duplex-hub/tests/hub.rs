@@ -11,7 +11,7 @@ use duplex_hub::hub::{ConnectError, Outbound};
 use duplex_hub::protocol::codes;
 use duplex_hub::socket_id::SocketId;
 use duplex_hub::webhooks::WebhookEvent;
-use serde_json::json;
+use serde_json::{json, Value};
 
 async fn publish(hub: &duplex_hub::hub::Hub, channel: &str, event: &str, data: &str) {
     let app = hub.app_by_id(APP_ID).expect("app");
@@ -34,12 +34,80 @@ async fn connect_sends_connection_established_with_socket_id_and_activity_timeou
     assert!(SocketId::parse(h.socket_id.as_str()).is_ok());
 }
 
+/// The refusal's messages as (pusher:error code, close code).
+fn refusal_codes(r: &duplex_hub::hub::Refused) -> (Value, u16) {
+    let [Outbound::Text(t), Outbound::Close { code, reason }] = r.outbound.as_slice() else {
+        panic!("expected pusher:error then close: {:?}", r.outbound);
+    };
+    let m = decode(t);
+    assert_eq!(m["event"], "pusher:error");
+    assert_eq!(m["data"]["message"], reason.as_str());
+    (m["data"]["code"].clone(), *code)
+}
+
 #[tokio::test]
 async fn unknown_app_key_is_refused_with_4001() {
     let hub = hub(|_| {});
     let e = hub.connect("nope").await.err().expect("refused");
-    assert!(matches!(e, ConnectError::AppNotFound(_)));
+    assert!(matches!(e.error, ConnectError::AppNotFound(_)));
     assert_eq!(e.close_code(), codes::APP_NOT_FOUND);
+    assert_eq!(refusal_codes(&e), (json!(4001), 4001));
+}
+
+#[tokio::test]
+async fn protocol_versions_are_refused_by_the_hub_with_4006_4007_4008() {
+    let hub = hub(|_| {});
+    for (param, code) in [
+        (None, 4008),
+        (Some("seven"), 4006),
+        (Some("3"), 4007),
+        (Some("8"), 4007),
+    ] {
+        let e = hub
+            .connect_with_protocol(KEY, param)
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(refusal_codes(&e), (json!(code), code), "{param:?}");
+    }
+    assert!(hub.connect_with_protocol(KEY, Some("7")).await.is_ok());
+    assert_eq!(
+        hub.metrics()
+            .connections_refused_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
+}
+
+#[tokio::test]
+async fn drain_closes_every_connection_with_4200_and_refuses_new_ones() {
+    let hub = hub(|_| {});
+    let mut a = Client::connect(&hub).await;
+    let mut b = Client::connect(&hub).await;
+    a.subscribe_public("news").await;
+    a.drain();
+    assert_eq!(hub.drain(), 2);
+    assert!(hub.is_draining());
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.next().map(|m| m["close"].clone()), Some(json!(4200)));
+    }
+    let e = hub
+        .connect(KEY)
+        .await
+        .err()
+        .expect("refused while draining");
+    assert_eq!(refusal_codes(&e), (json!(4200), 4200));
+}
+
+#[tokio::test]
+async fn close_all_asks_each_connection_once() {
+    let hub = hub(|_| {});
+    let mut a = Client::connect(&hub).await;
+    assert_eq!(hub.close_all(4100, "bye"), 1);
+    assert_eq!(hub.close_all(4200, "again"), 0, "the first close wins");
+    assert_eq!(a.next().map(|m| m["close"].clone()), Some(json!(4100)));
+    assert!(!hub.is_draining());
+    assert!(hub.connect(KEY).await.is_ok());
 }
 
 #[tokio::test]
@@ -47,6 +115,7 @@ async fn disabled_app_is_refused_with_4003() {
     let hub = hub(|a| a.enabled = false);
     let e = hub.connect(KEY).await.err().expect("refused");
     assert_eq!(e.close_code(), codes::APP_DISABLED);
+    assert_eq!(refusal_codes(&e), (json!(4003), 4003));
 }
 
 #[tokio::test]
@@ -55,6 +124,7 @@ async fn connection_over_quota_is_refused_with_4004_and_frees_its_slot() {
     let first = Client::connect(&hub).await;
     let e = hub.connect(KEY).await.err().expect("refused");
     assert_eq!(e.close_code(), codes::OVER_CONNECTION_QUOTA);
+    assert_eq!(refusal_codes(&e), (json!(4004), 4004));
     first.disconnect().await;
     assert!(hub.connect(KEY).await.is_ok());
 }
@@ -93,26 +163,50 @@ async fn public_subscribe_gets_subscription_succeeded_and_events() {
     );
 }
 
+/// A refused subscription is answered like Pusher (`pusher:error`, code null) and on the
+/// channel (`pusher:subscription_error`, which pusher-js emits on the channel object).
+fn assert_subscription_refused(m: &[Value], channel: &str, kind: &str, status: u16) {
+    assert_eq!(
+        events(m),
+        vec!["pusher:error", "pusher:subscription_error"],
+        "{m:?}"
+    );
+    assert_eq!(m[0]["data"]["code"], Value::Null);
+    assert_eq!(m[1]["channel"], channel);
+    assert_eq!(m[1]["data"]["type"], kind);
+    assert_eq!(m[1]["data"]["status"], status);
+    assert_eq!(m[1]["data"]["error"], m[0]["data"]["message"]);
+}
+
 #[tokio::test]
-async fn private_subscribe_with_bad_signature_gets_error_4009() {
+async fn private_subscribe_with_bad_signature_gets_subscription_error() {
     let hub = hub(|_| {});
     let mut c = Client::connect(&hub).await;
     let forged = duplex_hub::auth::channel_auth(KEY, "wrong-secret", c.id(), "private-a", None);
     c.send(json!({"event":"pusher:subscribe","data":{"channel":"private-a","auth":forged}}))
         .await;
     let m = c.drain();
-    assert_eq!(events(&m), vec!["pusher:error"]);
-    assert_eq!(m[0]["data"]["code"], 4009);
+    assert_subscription_refused(&m, "private-a", "AuthError", 401);
     publish(&hub, "private-a", "e", "{}").await;
     assert!(c.drain().is_empty(), "not subscribed");
 }
 
 #[tokio::test]
-async fn private_subscribe_without_auth_gets_error_4009() {
+async fn private_subscribe_without_auth_gets_subscription_error() {
     let hub = hub(|_| {});
     let mut c = Client::connect(&hub).await;
     c.subscribe_public("private-a").await;
-    assert_eq!(c.drain()[0]["data"]["code"], 4009);
+    assert_subscription_refused(&c.drain(), "private-a", "AuthError", 401);
+}
+
+#[tokio::test]
+async fn subscription_over_the_channel_limit_gets_a_403_subscription_error() {
+    let hub = hub(|a| a.max_channels_per_connection = 1);
+    let mut c = Client::connect(&hub).await;
+    c.subscribe_public("one").await;
+    c.drain();
+    c.subscribe_public("two").await;
+    assert_subscription_refused(&c.drain(), "two", "SubscriptionError", 403);
 }
 
 #[tokio::test]
@@ -122,7 +216,7 @@ async fn signature_for_another_socket_is_refused() {
     let a = duplex_hub::auth::channel_auth(KEY, SECRET, "1.1", "private-a", None);
     c.send(json!({"event":"pusher:subscribe","data":{"channel":"private-a","auth":a}}))
         .await;
-    assert_eq!(c.drain()[0]["data"]["code"], 4009);
+    assert_subscription_refused(&c.drain(), "private-a", "AuthError", 401);
 }
 
 #[tokio::test]
@@ -145,7 +239,7 @@ async fn invalid_channel_name_is_refused() {
     let hub = hub(|_| {});
     let mut c = Client::connect(&hub).await;
     c.subscribe_public("bad name").await;
-    assert_eq!(events(&c.drain()), vec!["pusher:error"]);
+    assert_subscription_refused(&c.drain(), "bad name", "SubscriptionError", 400);
 }
 
 #[tokio::test]
@@ -258,7 +352,7 @@ async fn presence_without_channel_data_is_unauthorized() {
     let hub = hub(|_| {});
     let mut c = Client::connect(&hub).await;
     c.subscribe_private("presence-room").await;
-    assert_eq!(c.drain()[0]["data"]["code"], 4009);
+    assert_subscription_refused(&c.drain(), "presence-room", "AuthError", 401);
 }
 
 #[tokio::test]
@@ -269,7 +363,7 @@ async fn presence_channel_over_member_limit_refuses_new_users() {
     let mut a2 = Client::connect(&hub).await;
     a.subscribe_presence("presence-room", "a").await;
     b.subscribe_presence("presence-room", "b").await;
-    assert_eq!(events(&b.drain()), vec!["pusher:error"]);
+    assert_subscription_refused(&b.drain(), "presence-room", "SubscriptionError", 403);
     a2.subscribe_presence("presence-room", "a").await;
     assert_eq!(
         events(&a2.drain()),
@@ -501,7 +595,7 @@ async fn server_to_user_channel_requires_signin_as_that_user() {
     let mut c = Client::connect(&hub).await;
     c.send(json!({"event":"pusher:subscribe","data":{"channel":"#server-to-user-u1","auth":""}}))
         .await;
-    assert_eq!(c.drain()[0]["data"]["code"], 4009);
+    assert_subscription_refused(&c.drain(), "#server-to-user-u1", "AuthError", 401);
     c.signin("u1").await;
     c.send(json!({"event":"pusher:subscribe","data":{"channel":"#server-to-user-u1","auth":""}}))
         .await;
@@ -529,7 +623,8 @@ async fn too_many_channels_per_connection_is_refused() {
         vec![
             "pusher_internal:subscription_succeeded",
             "pusher_internal:subscription_succeeded",
-            "pusher:error"
+            "pusher:error",
+            "pusher:subscription_error"
         ]
     );
 }

@@ -23,8 +23,8 @@ pub struct ServeArgs {
     /// TOML configuration file (apps, limits, webhooks). Env variables and flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to bind. Default: 127.0.0.1 without --config (the embedded default app has
-    /// well-known credentials), else the file's `host` (itself 0.0.0.0 by default).
+    /// Address to bind. Default: the config file's `host`, itself 127.0.0.1 unless set (the
+    /// embedded default app has well-known credentials); 0.0.0.0 listens on all interfaces.
     #[arg(long, env = "DUPLEX_HOST")]
     pub host: Option<String>,
     /// Port for the WebSocket endpoint and the HTTP API (default 6001; 0 picks a free port).
@@ -85,10 +85,7 @@ pub fn build(args: &ServeArgs, env: &HashMap<String, String>) -> anyhow::Result<
                 .with_context(|| format!("reading {}", path.display()))?;
             HubConfig::from_toml(&text).with_context(|| path.display().to_string())?
         }
-        None => HubConfig {
-            host: "127.0.0.1".into(),
-            ..HubConfig::default()
-        },
+        None => HubConfig::default(),
     };
     hub.apply_env(env)?;
     if let Some(host) = &args.host {

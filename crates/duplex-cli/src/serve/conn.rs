@@ -6,8 +6,11 @@
 //!   included) counts as activity for the [`Heartbeat`];
 //! - writer: drains the hub's [`OutboundReceiver`](duplex_hub::hub::OutboundReceiver) (the same
 //!   `Bytes` for every subscriber become a text message without copying), sends `pusher:ping`
-//!   when the heartbeat says so, and closes with the hub's code, 4201 (no pong) or 4200 (the
-//!   server is draining).
+//!   when the heartbeat says so, and closes with the hub's code (4100 slow consumer, 4009
+//!   terminated, 4200 when [`duplex_hub::hub::Hub::drain`] runs) or 4201 (no pong).
+//!
+//! A refused connection gets what [`duplex_hub::hub::Refused`] holds: `pusher:error`, then the
+//! close with the same code.
 //!
 //! When the writer is done (it sent a close frame or failed) the reader gets a bounded time to
 //! finish the closing handshake; then the socket is dropped and the hub told.
@@ -19,8 +22,7 @@ use bytes::Bytes;
 use duplex::upgrade::UpgradedIo;
 use duplex::{CloseCode, Event, Message, Utf8Bytes, WebSocket, WsWriter};
 use duplex_hub::heartbeat::{Heartbeat, HeartbeatAction};
-use duplex_hub::hub::Outbound;
-use duplex_hub::protocol::{codes, ServerMessage};
+use duplex_hub::hub::{Outbound, Refused};
 use tokio::time::Instant;
 
 use super::State;
@@ -28,47 +30,57 @@ use super::State;
 /// Longest wait for one write to a peer that does not read.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs one connection to the end. `protocol` is the result of the `protocol` query check.
+/// Runs one connection to the end. `protocol` is the raw `protocol` query value.
 pub async fn run(
     ws: WebSocket<UpgradedIo>,
     state: Arc<State>,
     key: String,
-    protocol: Result<u8, u16>,
+    protocol: Option<String>,
 ) {
-    let (mut reader, mut writer) = ws.split();
-    let close_grace = state.close_grace;
-    let refused = match protocol {
-        Err(code) => Some((code, protocol_reason(code).to_owned())),
-        Ok(_) => match state.hub.connect(&key).await {
-            Ok(handle) => {
-                serve(reader, writer, state, handle).await;
-                return;
-            }
-            Err(e) => Some((e.close_code(), e.to_string())),
-        },
-    };
-    if let Some((code, reason)) = refused {
-        tracing::debug!(code, %reason, "connection refused");
-        let msg = ServerMessage::Error {
-            code: Some(code),
-            message: &reason,
-        }
-        .to_bytes();
-        let _ = send_text(&mut writer, msg).await;
-        let _ = writer.close(CloseCode(code), &reason).await;
-        let _ = tokio::time::timeout(close_grace, async {
-            while reader.next_event().await.is_some() {}
-        })
-        .await;
+    let (reader, writer) = ws.split();
+    match state
+        .hub
+        .connect_with_protocol(&key, protocol.as_deref())
+        .await
+    {
+        Ok(handle) => serve(reader, writer, state, handle).await,
+        Err(refused) => refuse_split(reader, writer, refused, state.close_grace).await,
     }
 }
 
-fn protocol_reason(code: u16) -> &'static str {
-    match code {
-        codes::NO_PROTOCOL_VERSION => "No protocol version supplied",
-        codes::INVALID_VERSION_FORMAT => "Invalid version string format",
-        _ => "Unsupported protocol version",
+/// Answers a WebSocket the hub will not serve (e.g. a path other than `/app/{key}`).
+pub async fn refuse(ws: WebSocket<UpgradedIo>, refused: Refused, state: Arc<State>) {
+    let (reader, writer) = ws.split();
+    refuse_split(reader, writer, refused, state.close_grace).await;
+}
+
+async fn refuse_split(
+    reader: duplex::WsReader<UpgradedIo>,
+    mut writer: WsWriter<UpgradedIo>,
+    refused: Refused,
+    grace: Duration,
+) {
+    // The hub wrote the answer (pusher:error, then the close); this only sends it.
+    for item in refused.outbound {
+        let sent = match item {
+            Outbound::Text(bytes) => send_text(&mut writer, bytes).await,
+            Outbound::Close { code, reason } => {
+                writer.close(CloseCode(code), &reason).await.map_err(|_| ())
+            }
+        };
+        if sent.is_err() {
+            break;
+        }
     }
+    finish_close(reader, grace).await;
+}
+
+/// Reads until the peer's close frame (or the grace period ends) so the handshake completes.
+async fn finish_close(mut reader: duplex::WsReader<UpgradedIo>, grace: Duration) {
+    let _ = tokio::time::timeout(grace, async {
+        while reader.next_event().await.is_some() {}
+    })
+    .await;
 }
 
 async fn send_text(writer: &mut WsWriter<UpgradedIo>, bytes: Bytes) -> Result<(), ()> {
@@ -130,13 +142,6 @@ async fn serve(
                 .poll_timeout();
             tokio::select! {
                 biased;
-                () = state.drain.cancelled() => {
-                    tracing::debug!(socket = %socket_id, "draining: closing with 4200");
-                    let _ = writer
-                        .close(CloseCode(codes::RECONNECT_IMMEDIATELY), "Server shutting down, reconnect")
-                        .await;
-                    return;
-                }
                 item = outbound.recv() => match item {
                     Some(Outbound::Text(bytes)) => {
                         if send_text(&mut writer, bytes).await.is_err() {

@@ -19,7 +19,6 @@ mod router;
 mod webhooks;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,10 +38,6 @@ pub use config::ServeArgs;
 /// Shared by the router and the connection tasks.
 pub struct State {
     hub: Hub,
-    /// Set when the drain starts (`/ready` → 503, no new WebSockets).
-    draining: AtomicBool,
-    /// Cancelled when the drain starts: every connection closes with 4200.
-    drain: CancellationToken,
     /// The WebSocket connection tasks.
     tracker: TaskTracker,
     ws_config: ServerConfig,
@@ -92,7 +87,9 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
                 RetryPolicy::default(),
                 cfg.webhook_batch_size,
                 hub.metrics().clone(),
-            );
+            )
+            .with_endpoint_queue(cfg.webhook_endpoint_queue)
+            .with_vacate_delay(cfg.webhook_vacate_delay());
             tokio::spawn(async move { dispatcher.run(rx).await });
         }
         // Without webhooks the receiver is dropped: the hub's queue then rejects events.
@@ -107,8 +104,6 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
 
     let state = Arc::new(State {
         hub,
-        draining: AtomicBool::new(false),
-        drain: CancellationToken::new(),
         tracker: TaskTracker::new(),
         ws_config,
         pong_timeout: Duration::from_secs(cfg.pong_timeout),
@@ -172,8 +167,8 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
         connections = state.hub.local_connections(),
         "draining: closing connections with 4200"
     );
-    state.draining.store(true, Ordering::Relaxed);
-    state.drain.cancel();
+    // The hub refuses new connections with 4200 and closes the open ones with 4200.
+    state.hub.drain();
     state.tracker.close();
     tokio::select! {
         () = state.tracker.wait() => {}

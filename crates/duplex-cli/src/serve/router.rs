@@ -9,8 +9,8 @@
 //! | `GET /ready` | 200 while accepting connections, 503 while draining |
 //! | `GET /`, `/app.js`, `/style.css` | the demo chat (embedded) |
 //! | `POST /demo/auth` | **demo only**: signs any channel for the first app |
+//! | anything else | 404; a WebSocket upgrade gets `pusher:error` + close 4005 |
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,9 +21,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
 use duplex::upgrade::axum::WebSocketUpgrade;
+use duplex::upgrade::UpgradeError;
 use duplex_hub::api::{self, ApiRequest};
 use duplex_hub::auth;
-use duplex_hub::protocol::check_protocol_param;
+use duplex_hub::hub::{ConnectError, Refused};
 
 use super::{conn, State};
 
@@ -44,7 +45,8 @@ pub fn router(state: Arc<State>) -> Router {
         )
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok\n" }))
-        .route("/ready", get(ready));
+        .route("/ready", get(ready))
+        .fallback(not_found);
     if state.demo {
         r = r
             .route(
@@ -95,7 +97,7 @@ async fn websocket(
     RawQuery(query): RawQuery,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if state.draining.load(Ordering::Relaxed) {
+    if state.hub.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
     let param = query.as_deref().and_then(|q| {
@@ -104,11 +106,28 @@ async fn websocket(
             .find(|(k, _)| k == "protocol")
             .map(|(_, v)| v)
     });
-    let protocol = check_protocol_param(param.as_deref());
     let tracker = state.tracker.clone();
     upgrade
         .config(state.ws_config.clone())
-        .on_upgrade(move |ws| tracker.track_future(conn::run(ws, state, key, protocol)))
+        .on_upgrade(move |ws| tracker.track_future(conn::run(ws, state, key, param)))
+}
+
+/// Anything unrouted: 404, except that a WebSocket upgrade is accepted and answered the
+/// Pusher way (`pusher:error` + close 4005, "path not found"), which clients understand.
+async fn not_found(
+    AxumState(state): AxumState<Arc<State>>,
+    upgrade: Result<WebSocketUpgrade, UpgradeError>,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => {
+            let tracker = state.tracker.clone();
+            let refused = Refused::new(ConnectError::PathNotFound);
+            upgrade
+                .config(state.ws_config.clone())
+                .on_upgrade(move |ws| tracker.track_future(conn::refuse(ws, refused, state)))
+        }
+        Err(_) => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
 }
 
 async fn rest_api(
@@ -135,7 +154,7 @@ async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
 }
 
 async fn ready(AxumState(state): AxumState<Arc<State>>) -> Response {
-    if state.draining.load(Ordering::Relaxed) {
+    if state.hub.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
     } else {
         "ready\n".into_response()
