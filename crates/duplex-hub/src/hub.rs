@@ -528,14 +528,20 @@ impl Hub {
         app_key: &str,
         protocol: Option<&str>,
     ) -> Result<ConnectionHandle, Refused> {
-        self.try_connect(app_key, protocol).await.map_err(|e| {
-            self.inner
-                .metrics
-                .connections_refused_total
-                .fetch_add(1, Relaxed);
-            tracing::debug!(code = e.close_code(), "connection refused: {e}");
-            Refused::new(e)
-        })
+        self.try_connect(app_key, protocol)
+            .await
+            .map_err(|e| self.refuse(e))
+    }
+
+    /// Refuses a connection the front end turned down before asking the hub (e.g.
+    /// [`ConnectError::PathNotFound`]): counted like any refusal, with the messages to send.
+    pub fn refuse(&self, error: ConnectError) -> Refused {
+        self.inner
+            .metrics
+            .connections_refused_total
+            .fetch_add(1, Relaxed);
+        tracing::debug!(code = error.close_code(), "connection refused: {error}");
+        Refused::new(error)
     }
 
     async fn try_connect(

@@ -24,7 +24,7 @@ use duplex::upgrade::axum::WebSocketUpgrade;
 use duplex::upgrade::UpgradeError;
 use duplex_hub::api::{self, ApiRequest};
 use duplex_hub::auth;
-use duplex_hub::hub::{ConnectError, Refused};
+use duplex_hub::hub::ConnectError;
 
 use super::{conn, State};
 
@@ -121,7 +121,7 @@ async fn not_found(
     match upgrade {
         Ok(upgrade) => {
             let tracker = state.tracker.clone();
-            let refused = Refused::new(ConnectError::PathNotFound);
+            let refused = state.hub.refuse(ConnectError::PathNotFound);
             upgrade
                 .config(state.ws_config.clone())
                 .on_upgrade(move |ws| tracker.track_future(conn::refuse(ws, refused, state)))
