@@ -13,6 +13,7 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import fs from "node:fs";
+import os from "node:os";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
@@ -26,7 +27,7 @@ const PusherServer = require("pusher");
 const KEY = "app-key", SECRET = "app-secret", APP_ID = "app-id";
 const bin = process.env.DUPLEX_BIN || path.join(here, "..", "..", "target", "debug", "duplex");
 
-let server, host, port, authUrl, sdk, authServer;
+let server, host, port, authUrl, sdk, forger, authServer;
 const clients = [];
 
 function waitFor(emitter, event, ms = 5000) {
@@ -48,37 +49,68 @@ function readBody(req) {
   });
 }
 
-before(async () => {
-  server = spawn(bin, ["serve", "--host", "127.0.0.1", "--port", "0", "--enable-client-events"], {
+async function startServer(args) {
+  const child = spawn(bin, ["serve", "--host", "127.0.0.1", "--port", "0", ...args], {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, DUPLEX_LOG: process.env.DUPLEX_LOG || "warn" },
   });
   const addr = await new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error("duplex serve did not start")), 20000);
     let buf = "";
-    server.stdout.on("data", (d) => {
+    child.stdout.on("data", (d) => {
       buf += d;
       const m = buf.match(/duplex serve: listening on (\S+)/);
       if (m) { clearTimeout(t); resolve(m[1]); }
     });
-    server.on("exit", (c) => reject(new Error(`duplex serve exited: ${c}`)));
+    child.on("exit", (c) => reject(new Error(`duplex serve exited: ${c}`)));
   });
-  [host, port] = [addr.slice(0, addr.lastIndexOf(":")), Number(addr.slice(addr.lastIndexOf(":") + 1))];
+  return { child, host: addr.slice(0, addr.lastIndexOf(":")), port: Number(addr.slice(addr.lastIndexOf(":") + 1)) };
+}
+
+const LIMITS_TOML = `
+[[apps]]
+id = "off-id"
+key = "off-key"
+secret = "off-secret"
+enabled = false
+
+[[apps]]
+id = "quota-id"
+key = "quota-key"
+secret = "quota-secret"
+max_connections = 1
+
+[[apps]]
+id = "drain-id"
+key = "drain-key"
+secret = "drain-secret"
+`;
+let limits, limitsDir;
+
+before(async () => {
+  const main = await startServer(["--enable-client-events"]);
+  [server, host, port] = [main.child, main.host, main.port];
+  limitsDir = fs.mkdtempSync(path.join(os.tmpdir(), "duplex-pusher-limits-"));
+  fs.writeFileSync(path.join(limitsDir, "duplex.toml"), LIMITS_TOML);
+  limits = await startServer(["--config", path.join(limitsDir, "duplex.toml")]);
   sdk = new PusherServer({ appId: APP_ID, key: KEY, secret: SECRET, host, port, useTLS: false });
+  forger = new PusherServer({ appId: APP_ID, key: KEY, secret: "not-the-secret", host, port, useTLS: false });
 
   // The app server's auth endpoints, written with the SDK (pusher-js posts form bodies).
   authServer = createServer(async (req, res) => {
     const form = await readBody(req);
     const socketId = form.get("socket_id");
     let body;
+    // `x-forge: 1` signs with the wrong secret: an app server with a stale secret.
+    const signer = req.headers["x-forge"] ? forger : sdk;
     if (req.url === "/pusher/auth") {
       const channel = form.get("channel_name");
       const user = req.headers["x-user"] || "anon";
       body = channel.startsWith("presence-")
-        ? sdk.authorizeChannel(socketId, channel, { user_id: user, user_info: { name: `User ${user}` } })
-        : sdk.authorizeChannel(socketId, channel);
+        ? signer.authorizeChannel(socketId, channel, { user_id: user, user_info: { name: `User ${user}` } })
+        : signer.authorizeChannel(socketId, channel);
     } else if (req.url === "/pusher/user-auth") {
-      body = sdk.authenticateUser(socketId, { id: req.headers["x-user"] || "anon" });
+      body = signer.authenticateUser(socketId, { id: req.headers["x-user"] || "anon" });
     } else {
       res.writeHead(404).end();
       return;
@@ -94,25 +126,59 @@ after(() => {
   authServer?.closeAllConnections();
   authServer?.close();
   server?.kill("SIGTERM");
+  limits?.child.kill("SIGKILL");
+  if (limitsDir) fs.rmSync(limitsDir, { recursive: true, force: true });
 });
 
-async function client(user = "anon") {
-  const c = new PusherClient(KEY, {
+/// A pusher-js client, not yet connected. Records its connection errors and states.
+function newClient(user = "anon", { key = KEY, at = { host, port }, forge = false } = {}) {
+  const headers = { "x-user": user, ...(forge ? { "x-forge": "1" } : {}) };
+  const c = new PusherClient(key, {
     cluster: "mt1",
-    wsHost: host,
-    wsPort: port,
+    wsHost: at.host,
+    wsPort: at.port,
     forceTLS: false,
     enabledTransports: ["ws"],
     disableStats: true,
-    channelAuthorization: { endpoint: `${authUrl}/pusher/auth`, transport: "ajax", headers: { "x-user": user } },
-    userAuthentication: { endpoint: `${authUrl}/pusher/user-auth`, transport: "ajax", headers: { "x-user": user } },
+    channelAuthorization: { endpoint: `${authUrl}/pusher/auth`, transport: "ajax", headers },
+    userAuthentication: { endpoint: `${authUrl}/pusher/user-auth`, transport: "ajax", headers },
   });
+  c.errors = [];
+  c.states = [];
+  c.connection.bind("error", (e) => c.errors.push(e));
+  c.connection.bind("state_change", ({ current }) => c.states.push(current));
   clients.push(c);
+  return c;
+}
+
+async function client(user = "anon", opts = {}) {
+  const c = newClient(user, opts);
   await new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`not connected: ${c.connection.state}`)), 5000);
     c.connection.bind("connected", () => { clearTimeout(t); resolve(); });
   });
   return c;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/// The code in a pusher-js connection `error` event: a pusher:error received while connected
+/// is `{type:"PusherError", data}`, a refusal or close is wrapped as
+/// `{type:"WebSocketError", error:{type:"PusherError", data}}`.
+function errorCode(e) {
+  return (e.error?.data ?? e.data)?.code;
+}
+
+/// Resolves with the first connection error carrying a code (or `null` code) once seen.
+function nextError(c, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`no error event; state ${c.connection.state}, errors ${JSON.stringify(c.errors)}`)), ms);
+    c.connection.bind("error", function h(e) {
+      clearTimeout(t);
+      c.connection.unbind("error", h);
+      resolve(e);
+    });
+  });
 }
 
 async function subscribed(c, name) {
@@ -240,4 +306,143 @@ test("signin, then terminateUserConnections closes the user's connection", async
   const res = await sdk.terminateUserConnections("mallory");
   assert.equal(res.status, 200);
   assert.notEqual(await closed, "connected");
+  // 4009 is in the 4000-4099 range: pusher-js reports it and does not reconnect.
+  assert.ok(c.errors.some((e) => errorCode(e) === 4009), JSON.stringify(c.errors));
+  await sleep(1500);
+  assert.equal(c.connection.state, "disconnected");
+  assert.ok(!c.states.slice(c.states.indexOf("disconnected")).includes("connecting"), c.states.join(","));
+});
+
+// ---- error codes, as pusher-js sees them (docs/pusher-errors.md) ----
+
+/// Connects with `key` and expects a refusal with `code`; returns the client.
+async function refused(key, code, at) {
+  const c = newClient("anon", { key, at });
+  const e = await nextError(c);
+  assert.equal(e.type, "WebSocketError", JSON.stringify(e));
+  assert.equal(errorCode(e), code, JSON.stringify(e));
+  assert.match(e.error.data.message, /\w/);
+  return c;
+}
+
+/// 4000-4099: pusher-js goes to "disconnected" and stays there.
+async function staysDisconnected(c) {
+  await sleep(1500);
+  assert.equal(c.connection.state, "disconnected");
+  // The first "connecting" happens in the constructor, before newClient records states.
+  assert.deepEqual(c.states, ["disconnected"], "no reconnect attempt");
+}
+
+test("4001 unknown app key: pusher-js reports it and does not reconnect", async () => {
+  const c = await refused("no-such-key", 4001);
+  await staysDisconnected(c);
+});
+
+test("4003 disabled app: pusher-js reports it and does not reconnect", async () => {
+  const c = await refused("off-key", 4003, limits);
+  await staysDisconnected(c);
+});
+
+test("4004 over connection quota: the second client is refused, the first stays", async () => {
+  const first = await client("q1", { key: "quota-key", at: limits });
+  const second = await refused("quota-key", 4004, limits);
+  await staysDisconnected(second);
+  assert.equal(first.connection.state, "connected");
+  first.disconnect();
+});
+
+test("4009 signin with a bad signature: pusher:error 4009, the connection stays", async () => {
+  const c = await client("eve", { forge: true });
+  const err = nextError(c);
+  c.signin();
+  const e = await err;
+  assert.equal(e.type, "PusherError");
+  assert.equal(errorCode(e), 4009);
+  assert.match(e.data.message, /signin/i);
+  await sleep(300);
+  assert.equal(c.connection.state, "connected");
+});
+
+test("failed channel authorization: pusher:subscription_error on the channel, connection stays", async () => {
+  const c = await client("mallet", { forge: true });
+  const connErr = nextError(c);
+  const ch = c.subscribe("private-vault");
+  const subErr = new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error("no pusher:subscription_error")), 5000);
+    ch.bind("pusher:subscription_error", (e) => { clearTimeout(t); resolve(e); });
+  });
+  let succeeded = false;
+  ch.bind("pusher:subscription_succeeded", () => (succeeded = true));
+  const e = await subErr;
+  assert.equal(e.type, "AuthError");
+  assert.equal(e.status, 401);
+  assert.match(e.error, /Unauthorized subscription to private-vault/);
+  // Like Pusher: also a pusher:error with code null, reported on the connection.
+  const ce = await connErr;
+  assert.equal(ce.type, "PusherError");
+  assert.equal(errorCode(ce), null);
+  assert.equal(ce.data.message, e.error);
+  await sleep(200);
+  assert.equal(succeeded, false);
+  assert.equal(ch.subscribed, false);
+  assert.equal(c.connection.state, "connected");
+  // An event on the channel does not reach the refused client.
+  let got = false;
+  ch.bind("secret", () => (got = true));
+  await sdk.trigger("private-vault", "secret", {});
+  await sleep(300);
+  assert.equal(got, false);
+});
+
+test("4301 client events over the rate limit: pusher:error 4301, extra events dropped", async () => {
+  const a = await client("fast"), b = await client("calm");
+  const cha = (await subscribed(a, "private-flood")).ch;
+  const chb = (await subscribed(b, "private-flood")).ch;
+  let received = 0;
+  chb.bind("client-tick", () => received++);
+  const err = nextError(a);
+  for (let i = 0; i < 30; i++) assert.equal(cha.trigger("client-tick", { i }), true);
+  const e = await err;
+  assert.equal(e.type, "PusherError");
+  assert.equal(errorCode(e), 4301);
+  await sleep(800);
+  // Burst of 10 (the default 10/s), plus what refilled while the 30 were sent.
+  assert.ok(received >= 10 && received <= 13, `received ${received}`);
+  assert.ok(a.errors.filter((x) => errorCode(x) === 4301).length >= 17);
+  assert.equal(a.connection.state, "connected");
+});
+
+test("413 through the SDK: event data over 10 KB, request body over 100 KB", async () => {
+  const tooBig = await sdk.trigger("big", "e", "y".repeat(10 * 1024 + 1)).then(
+    () => null,
+    (err) => err,
+  );
+  assert.ok(tooBig, "the SDK resolved an oversized trigger");
+  assert.equal(tooBig.status, 413);
+  assert.match(JSON.parse(tooBig.body).error, /larger than 10240 bytes/);
+  const atLimit = await sdk.trigger("big", "e", "y".repeat(10 * 1024 - 2));
+  assert.equal(atLimit.status, 200);
+
+  const huge = await sdk.trigger("big", "e", "y".repeat(150 * 1024)).then(() => null, (err) => err);
+  assert.ok(huge);
+  assert.equal(huge.status, 413);
+  assert.match(JSON.parse(huge.body).error, /larger than 102400 bytes/);
+});
+
+// Last: it stops the limits server.
+test("4200 drain (SIGTERM): pusher-js reports 4200 and reconnects at once", async () => {
+  const c = await client("d", { key: "drain-key", at: limits });
+  const err = nextError(c);
+  const t0 = Date.now();
+  limits.child.kill("SIGTERM");
+  const e = await err;
+  assert.equal(errorCode(e), 4200, JSON.stringify(e));
+  // 4200-4299: pusher-js retries immediately (no 1 s back-off).
+  await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`states ${c.states.join(",")}`)), 900);
+    const check = () => c.states.includes("connecting") ? (clearTimeout(t), resolve()) : setTimeout(check, 10);
+    check();
+  });
+  assert.ok(Date.now() - t0 < 900);
+  c.disconnect();
 });

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State as AxumState};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -134,8 +135,26 @@ async fn rest_api(
     AxumState(state): AxumState<Arc<State>>,
     method: Method,
     uri: Uri,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // The REST API answers errors in JSON, including a body over the limit (axum's own
+    // rejection is plain text).
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let status = rejection.status();
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("Request body is larger than {MAX_API_BODY} bytes")
+            } else {
+                rejection.body_text()
+            };
+            state.hub.metrics().api_response(status.as_u16());
+            return json(
+                status.as_u16(),
+                serde_json::json!({ "error": message }).to_string(),
+            );
+        }
+    };
     let req = ApiRequest::new(method.as_str(), uri.path(), uri.query(), body);
     let resp = api::handle(&state.hub, &req, unix_now()).await;
     tracing::debug!(method = %method, path = uri.path(), status = resp.status, "api");
