@@ -412,6 +412,48 @@ test("4301 client events over the rate limit: pusher:error 4301, extra events dr
   assert.equal(a.connection.state, "connected");
 });
 
+async function metric(name) {
+  const text = await (await fetch(`http://${host}:${port}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`duplex_${name} `));
+  return Number(line.split(" ")[1]);
+}
+
+test("4100 slow consumer: a pusher-js client whose socket stops reading is closed, backs off 1 s, reconnects", async () => {
+  const c = await client("sloth");
+  const { ch } = await subscribed(c, "flood-js");
+  const firstId = c.connection.socket_id;
+  // Stall the client: stop reading its TCP socket, as a frozen tab or a blocked event loop
+  // would. (pusher-js in Node reads through faye-websocket; `_stream` is its net.Socket.)
+  const stream = c.connection.connection.transport.socket._stream;
+  assert.ok(stream && typeof stream.pause === "function", "faye-websocket internals changed");
+  stream.pause();
+  let received = 0;
+  ch.bind("e", () => received++);
+  const before = await metric("slow_consumers_total");
+  const data = "z".repeat(8 * 1024);
+  const batch = Array.from({ length: 10 }, () => ({ channel: "flood-js", name: "e", data }));
+  let batches = 0;
+  while ((await metric("slow_consumers_total")) === before) {
+    assert.ok(batches < 1000, `${batches} batches and no slow consumer`);
+    assert.equal((await sdk.triggerBatch(batch)).status, 200);
+    batches++;
+  }
+  const err = nextError(c, 20000);
+  let backoff = null;
+  c.connection.bind("connecting_in", (s) => (backoff = s));
+  const reconnected = new Promise((resolve) => c.connection.bind("connected", resolve));
+  stream.resume();
+  const e = await err;
+  const closedAt = Date.now();
+  assert.equal(errorCode(e), 4100, JSON.stringify(e));
+  assert.ok(received > 0 && received < batches * 10, `received ${received} of ${batches * 10}`);
+  // 4100-4199: pusher-js waits (connecting_in 1 s), then reconnects with a new socket id.
+  await reconnected;
+  assert.equal(backoff, 1);
+  assert.ok(Date.now() - closedAt >= 900, `reconnected after ${Date.now() - closedAt} ms`);
+  assert.notEqual(c.connection.socket_id, firstId);
+});
+
 test("413 through the SDK: event data over 10 KB, request body over 100 KB", async () => {
   const tooBig = await sdk.trigger("big", "e", "y".repeat(10 * 1024 + 1)).then(
     () => null,
@@ -443,6 +485,8 @@ test("4200 drain (SIGTERM): pusher-js reports 4200 and reconnects at once", asyn
     const check = () => c.states.includes("connecting") ? (clearTimeout(t), resolve()) : setTimeout(check, 10);
     check();
   });
+  // (pusher-js also announces "connecting_in 1" from its generic closed handler, but the
+  // 4200 "retry" action has already scheduled the immediate attempt seen above.)
   assert.ok(Date.now() - t0 < 900);
   c.disconnect();
 });
