@@ -348,6 +348,11 @@ mod tests {
     fn empty_config_serves_the_default_app_on_6001() {
         let c = HubConfig::from_toml("").expect("empty TOML");
         assert_eq!(c.port, 6001);
+        assert_eq!(
+            c.host, "127.0.0.1",
+            "loopback unless the file says otherwise"
+        );
+        assert_eq!(c.webhook_vacate_delay(), Duration::from_secs(3));
         assert_eq!(c.apps.len(), 1);
         assert_eq!(c.apps[0].id, "app-id");
         assert_eq!(c.apps[0].key, "app-key");

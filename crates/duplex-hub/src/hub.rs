@@ -27,6 +27,14 @@
 //! bucket (`client_event_rate` per second, burst of the same size). Over the limit the event is
 //! dropped and the sender gets `pusher:error` 4301; the connection stays open.
 //!
+//! **Refusals and drain.** [`Hub::connect_with_protocol`] checks the `protocol` parameter, the
+//! app, its quota and the drain flag; a refusal comes back as a [`Refused`] holding the
+//! `pusher:error` and the close to send, so front ends only forward them. [`Hub::drain`]
+//! closes every local connection with 4200 and refuses new ones with 4200.
+//!
+//! **Refused subscriptions** get a `pusher:error` with code `null` (as Pusher sends) and a
+//! `pusher:subscription_error` on the channel (which pusher-js emits on the channel object).
+//!
 //! **Not here yet:** message recovery after reconnect (Pusher has none either), watchlist
 //! events, "authorized connections" (closing connections that do not sign in in time).
 
