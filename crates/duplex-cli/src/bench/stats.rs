@@ -23,11 +23,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The histograms of one shard.
 pub struct Hists {
-    /// Closed loop: round trip. Open loop: from the intended send time to the echo.
+    /// Closed loop: round trip. Open loop: from the intended send time to the echo. Fan-out:
+    /// from the event's intended send time to its delivery.
     pub latency: Histogram<u64>,
-    /// Open loop: from the actual send to the echo.
+    /// Open loop: from the actual send to the echo. Fan-out: from the publish request's start
+    /// to the delivery.
     pub service: Histogram<u64>,
-    /// Open loop: how late each send started after its intended time.
+    /// Open loop and fan-out: how late each send started after its intended time.
     pub send_lag: Histogram<u64>,
 }
 
@@ -91,6 +93,19 @@ impl Recorder {
         h.latency.saturating_record(ns(latency));
         h.service.saturating_record(ns(service));
         h.send_lag.saturating_record(ns(send_lag));
+    }
+
+    /// A fan-out delivery: latency from the event's intended send time and from its actual
+    /// send (the publisher's lag is recorded once per event, with [`Self::record_send_lag`]).
+    pub fn record_delivery(&self, connection: usize, latency: Duration, service: Duration) {
+        let mut h = self.shard(connection);
+        h.latency.saturating_record(ns(latency));
+        h.service.saturating_record(ns(service));
+    }
+
+    /// Fan-out: how late the publisher sent one event after its intended time.
+    pub fn record_send_lag(&self, connection: usize, lag: Duration) {
+        self.shard(connection).send_lag.saturating_record(ns(lag));
     }
 
     pub fn merged(&self) -> Hists {
