@@ -367,7 +367,10 @@ fn fanout_delivers_every_event_to_every_subscriber() {
     assert!(num(&report, &["latency_us", "max"]) >= num(&report, &["service_latency_us", "max"]));
     assert!(num(f, &["publish_ms", "count"]) >= published);
     assert!(num(f, &["deliveries_per_s"]) > 0.0);
-    assert_eq!(num(&report, &["server_cpu", "pid"]), f64::from(server.child.id()));
+    assert_eq!(
+        num(&report, &["server_cpu", "pid"]),
+        f64::from(server.child.id())
+    );
 }
 
 #[test]

@@ -112,7 +112,10 @@ impl Publish {
             ("auth_key".into(), self.app_key.clone()),
             ("auth_timestamp".into(), timestamp.to_string()),
             ("auth_version".into(), "1.0".into()),
-            ("body_md5".into(), duplex_hub::auth::body_md5(body.as_bytes())),
+            (
+                "body_md5".into(),
+                duplex_hub::auth::body_md5(body.as_bytes()),
+            ),
         ];
         let signature = duplex_hub::auth::sign_request(&self.app_secret, "POST", &path, &query);
         // Every value is URL-safe: the key is checked by the options, the rest is digits/hex.
@@ -359,9 +362,7 @@ async fn expect(
             None => return Err(format!("waiting for {event}: connection closed")),
         }
     }
-    Err(format!(
-        "no {event} among the first {MAX_SKIPPED} messages"
-    ))
+    Err(format!("no {event} among the first {MAX_SKIPPED} messages"))
 }
 
 /// One subscriber, from the start of the load to its close.
@@ -664,11 +665,21 @@ mod tests {
 
     #[test]
     fn event_data_round_trips_and_is_padded() {
-        let d = event_data(42, Duration::from_nanos(1_500), Duration::from_nanos(2_000), 100);
+        let d = event_data(
+            42,
+            Duration::from_nanos(1_500),
+            Duration::from_nanos(2_000),
+            100,
+        );
         assert_eq!(d.len(), 100);
-        assert!(d.bytes().all(|b| b.is_ascii_alphanumeric() || b"= ".contains(&b)));
+        assert!(d
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"= ".contains(&b)));
         let got = parse_event_data(&d).unwrap();
-        assert_eq!(got, (42, Duration::from_nanos(1_500), Duration::from_nanos(2_000)));
+        assert_eq!(
+            got,
+            (42, Duration::from_nanos(1_500), Duration::from_nanos(2_000))
+        );
         // Smaller than the fields: not truncated.
         assert!(parse_event_data(&event_data(7, Duration::ZERO, Duration::ZERO, 1)).is_some());
         assert!(parse_event_data("seq=1 t=x a=2").is_none());
@@ -685,7 +696,10 @@ mod tests {
         assert!(matches!(parse(ev, "d"), Ok(Incoming::Other { .. })));
         let err = r#"{"event":"pusher:error","data":{"code":4001,"message":"no"}}"#;
         assert!(matches!(parse(err, "c"), Ok(Incoming::Error(e)) if e.contains("4001")));
-        assert!(matches!(parse(r#"{"event":"pusher:ping","data":{}}"#, "c"), Ok(Incoming::Ping)));
+        assert!(matches!(
+            parse(r#"{"event":"pusher:ping","data":{}}"#, "c"),
+            Ok(Incoming::Ping)
+        ));
         let ok = r#"{"event":"pusher_internal:subscription_succeeded","channel":"c","data":"{}"}"#;
         assert!(
             matches!(parse(ok, "c"), Ok(Incoming::Other { event, channel }) if event == "pusher_internal:subscription_succeeded" && channel.as_deref() == Some("c"))
