@@ -10,6 +10,14 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_duplex");
 
+mod serve_support;
+use serve_support::Server as HubServer;
+
+/// A `duplex serve` on a free loopback port with its default app.
+fn hub_server() -> HubServer {
+    HubServer::start(&["--no-demo"])
+}
+
 /// A `duplex echo` process, killed on drop.
 struct EchoServer {
     child: Child,
@@ -252,56 +260,6 @@ fn inconsistent_options_are_refused() {
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"));
-}
-
-/// A `duplex serve` process on a free loopback port with its default app, killed on drop.
-struct HubServer {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for HubServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn hub_server() -> HubServer {
-    use std::io::{BufRead, BufReader};
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--no-demo"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    // The default app, whatever the environment says.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DUPLEX_") {
-            cmd.env_remove(k);
-        }
-    }
-    let mut child = cmd.spawn().expect("start duplex serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(addr) = line.strip_prefix("duplex serve: listening on ") {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-            }
-        }
-    });
-    let mut server = HubServer {
-        child,
-        addr: String::new(),
-    };
-    server.addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("duplex serve did not print its address");
-    server
 }
 
 #[test]

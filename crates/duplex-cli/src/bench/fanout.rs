@@ -24,7 +24,7 @@ use super::connect::{self, ConnectPlan};
 use super::context::{ConnCtx, RunShared};
 use super::pacer::Pacer;
 use super::report::{self, round3, Latency};
-use super::stats::{self, ConnOutcome, ErrorKind, Totals};
+use super::stats::{self, lock, ConnOutcome, ErrorKind, Totals};
 use bytes::Bytes;
 use duplex::{Event, Message, WebSocket};
 use hdrhistogram::Histogram;
@@ -34,7 +34,7 @@ use serde::Deserialize;
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -46,10 +46,6 @@ pub const EVENT: &str = "duplex-bench";
 const MAX_SKIPPED: usize = 16;
 /// Bytes of an error response body kept in an error message.
 const ERROR_BODY_CHARS: usize = 200;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// A set of sequence numbers, a bit each.
 #[derive(Default)]
@@ -400,12 +396,7 @@ pub async fn run(mut ws: WebSocket<TcpStream>, ctx: &ConnCtx<'_>) -> ConnOutcome
                         break;
                     }
                     None => {
-                        let why = match ws.close_frame() {
-                            Some(c) => format!("server closed the connection ({} {})", c.code.0, c.reason),
-                            None => "server closed the connection".to_owned(),
-                        };
-                        ctx.error(&mut out, ErrorKind::Io, 1, &why);
-                        out.failed = true;
+                        out.closed_by_server(&ctx.run.live, &ctx.run.errors, ws.close_frame());
                         break;
                     }
                 };

@@ -31,7 +31,8 @@ pub struct Report {
     /// Open loop: how late each send started after its intended time (the runtime's timer
     /// has millisecond granularity, so up to ~1 ms of it is the client's own scheduling).
     pub send_lag_us: Option<Latency>,
-    /// TCP connect plus opening handshake, per connection established.
+    /// TCP connect plus opening handshake (fan-out: plus the subscription), per connection
+    /// established.
     pub connect_ms: Latency,
     pub errors: Errors,
     pub client_cpu: ClientCpu,

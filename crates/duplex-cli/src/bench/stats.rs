@@ -17,7 +17,8 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HIST_MAX_NS, 3).expect("valid histogram bounds")
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `m`, ignoring poisoning (a panicked holder leaves counts, nothing inconsistent).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -227,6 +228,22 @@ pub struct ConnOutcome {
 }
 
 impl ConnOutcome {
+    /// Counts the connection as failed because the server closed it (`close`: its close
+    /// frame, if any).
+    pub fn closed_by_server(
+        &mut self,
+        live: &Live,
+        log: &ErrorLog,
+        close: Option<&duplex::CloseFrame>,
+    ) {
+        let why = match close {
+            Some(c) => format!("server closed the connection ({} {})", c.code.0, c.reason),
+            None => "server closed the connection".to_owned(),
+        };
+        self.error(live, log, ErrorKind::Io, 1, &why);
+        self.failed = true;
+    }
+
     /// Counts `n` errors of `kind`, in the outcome, the live counter and the samples.
     pub fn error(&mut self, live: &Live, log: &ErrorLog, kind: ErrorKind, n: u64, message: &str) {
         if n == 0 {
