@@ -53,11 +53,14 @@ pub struct SourceRange(pub Vec<IpAddr>);
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// WebSocket URL of an echo server (`ws://` only).
+    /// WebSocket URL of an echo server (`ws://` only); with `--mode fanout`, of a
+    /// Pusher-protocol server (`ws://HOST:PORT`: the path `/app/KEY?protocol=7&..` is added).
     #[arg(default_value = "ws://127.0.0.1:9001/")]
     pub url: String,
     /// closed: one message in flight per connection, report echoes/s; open: a fixed rate per
-    /// connection (--rate), report latency percentiles and achieved vs target rate.
+    /// connection (--rate), report latency percentiles and achieved vs target rate; fanout: every
+    /// connection subscribes to one channel of `duplex serve`, events are published at --rate
+    /// per second (the --payload-size is the event data's), report delivery latency.
     #[arg(short, long, value_enum, default_value_t = Mode::Closed)]
     pub mode: Mode,
     /// Connections to open.
@@ -78,7 +81,7 @@ pub struct BenchArgs {
     /// Load applied before the measured window, excluded from every figure.
     #[arg(short, long, default_value = "1s", value_parser = parse_duration)]
     pub warmup: Duration,
-    /// Open-loop mode: messages per second per connection.
+    /// Open-loop mode: messages per second per connection. Fan-out mode: events per second.
     #[arg(short, long)]
     pub rate: Option<f64>,
     /// Source address(es) to bind client sockets to, used round-robin, e.g.
