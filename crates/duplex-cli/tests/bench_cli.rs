@@ -10,6 +10,14 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_duplex");
 
+mod serve_support;
+use serve_support::Server as HubServer;
+
+/// A `duplex serve` on a free loopback port with its default app.
+fn hub_server() -> HubServer {
+    HubServer::start(&["--no-demo"])
+}
+
 /// A `duplex echo` process, killed on drop.
 struct EchoServer {
     child: Child,
@@ -252,4 +260,126 @@ fn inconsistent_options_are_refused() {
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"));
+}
+
+#[test]
+fn fanout_delivers_every_event_to_every_subscriber() {
+    let server = hub_server();
+    let pid = server.child.id().to_string();
+    let url = format!("ws://{}", server.addr);
+    let (status, report, stderr) = bench(&[
+        &url,
+        "--mode",
+        "fanout",
+        "--rate",
+        "20",
+        "--connections",
+        "20",
+        "--payload-size",
+        "100",
+        "--channel",
+        "fan-test",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+        "--server-pid",
+        &pid,
+    ]);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(report["mode"], "fan-out");
+    assert_eq!(report["connections"]["established"], 20, "{report}");
+    assert_eq!(report["connections"]["closed_cleanly"], 20, "{report}");
+    assert_eq!(num(&report, &["errors", "total"]), 0.0, "{report}");
+    let f = &report["fanout"];
+    assert_eq!(f["channel"], "fan-test");
+    assert_eq!(f["subscribers"], 20);
+    assert_eq!(f["data_bytes"], 100);
+    assert_eq!(
+        f["rest_url"],
+        format!("http://{}/apps/app-id/events", server.addr).as_str()
+    );
+    assert!(f["ws_path"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("/app/app-key?protocol=7&")));
+    // 20 events/s over a 2 s window: 40 due (the pacer starts at the warm-up's start, so
+    // the window holds exactly 40 send times).
+    let published = num(f, &["events_published"]);
+    assert_eq!(num(f, &["events_scheduled"]), 40.0, "{report}");
+    assert_eq!(published, 40.0, "{report}");
+    assert_eq!(num(f, &["events_failed"]), 0.0, "{report}");
+    let expected = num(f, &["deliveries_expected"]);
+    assert_eq!(expected, published * 20.0);
+    assert_eq!(num(f, &["deliveries_received"]), expected, "{report}");
+    for k in ["missing", "duplicates", "out_of_order"] {
+        assert_eq!(num(f, &[k]), 0.0, "{k}: {report}");
+    }
+    assert_eq!(num(&report, &["messages", "echoes"]), expected);
+    assert_eq!(num(&report, &["rates", "target_per_s"]), 400.0);
+    // Every delivery of the window has its latency, every event its send lag.
+    assert_eq!(num(&report, &["latency_us", "count"]), expected, "{report}");
+    assert_eq!(num(&report, &["service_latency_us", "count"]), expected);
+    assert_eq!(num(&report, &["send_lag_us", "count"]), published);
+    assert_ordered(&report["latency_us"]);
+    assert_ordered(&report["service_latency_us"]);
+    assert!(num(&report, &["latency_us", "max"]) >= num(&report, &["service_latency_us", "max"]));
+    assert!(num(f, &["publish_ms", "count"]) >= published);
+    assert!(num(f, &["deliveries_per_s"]) > 0.0);
+    assert_eq!(
+        num(&report, &["server_cpu", "pid"]),
+        f64::from(server.child.id())
+    );
+}
+
+#[test]
+fn fanout_with_a_wrong_secret_reports_failed_publishes() {
+    let server = hub_server();
+    let url = format!("ws://{}", server.addr);
+    let (status, report, stderr) = bench(&[
+        &url,
+        "--mode",
+        "fanout",
+        "--rate",
+        "10",
+        "--connections",
+        "3",
+        "--app-secret",
+        "not-the-secret",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+    ]);
+    // Subscribing needs no secret: the connections work, the publishing does not.
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(report["connections"]["established"], 3, "{report}");
+    let f = &report["fanout"];
+    assert_eq!(num(f, &["events_scheduled"]), 10.0, "{report}");
+    assert_eq!(num(f, &["events_published"]), 0.0, "{report}");
+    assert_eq!(num(f, &["events_failed"]), 10.0, "{report}");
+    assert_eq!(num(f, &["deliveries_received"]), 0.0, "{report}");
+    assert_eq!(num(&report, &["errors", "io"]), 10.0, "{report}");
+    let samples = report["errors"]["samples"].to_string();
+    assert!(samples.contains("HTTP 401"), "{samples}");
+}
+
+#[test]
+fn fanout_refuses_private_channels_and_needs_a_rate() {
+    for (args, want) in [
+        (vec!["--mode", "fanout"], "--rate"),
+        (
+            vec!["--mode", "fanout", "--rate", "1", "--channel", "private-x"],
+            "public channel",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(["bench", "ws://127.0.0.1:9/", "--json"])
+            .args(&args)
+            .output()
+            .expect("run duplex bench");
+        assert!(!out.status.success());
+        assert!(out.stdout.is_empty());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
 }

@@ -1,6 +1,7 @@
 //! State shared by every connection of a run, and each connection's view of it.
 
 use super::connect::ConnectPlan;
+use super::fanout;
 use super::options::Mode;
 use super::stats::{ConnOutcome, ErrorKind, ErrorLog, Live, Recorder};
 use duplex::Message;
@@ -32,6 +33,8 @@ pub struct RunShared {
     pub connect_times: Mutex<Histogram<u64>>,
     /// Bounds the connection attempts in progress.
     pub connect_slots: Semaphore,
+    /// Fan-out mode: the publisher's target and the delivery bookkeeping.
+    pub fanout: Option<fanout::Shared>,
 }
 
 /// One connection's view of the run: its index and the run's instants.

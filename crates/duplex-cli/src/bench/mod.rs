@@ -1,4 +1,5 @@
-//! `duplex bench`: a load generator for WebSocket echo servers.
+//! `duplex bench`: a load generator for WebSocket echo servers, and a fan-out benchmark for
+//! Pusher-protocol servers (`duplex serve`).
 //!
 //! A run connects every connection first (bounded attempts, bounded concurrency), then
 //! starts the load on all of them at once: a warm-up, excluded from every figure, then the
@@ -6,13 +7,14 @@
 //! echoes and close with a closing handshake. Errors are counted by kind and reported.
 //!
 //! Each way of applying load is its own module, with the same signature
-//! (`run(WebSocket, &ConnCtx) -> ConnOutcome`): [`closed_loop`] and [`open_loop`]; a fan-out
-//! mode would be a third.
+//! (`run(WebSocket, &ConnCtx) -> ConnOutcome`): [`closed_loop`], [`open_loop`] and
+//! [`fanout`] (whose connections only receive, from a publisher task of their own).
 
 mod closed_loop;
 mod connect;
 mod context;
 mod cpu;
+mod fanout;
 mod open_loop;
 mod options;
 mod pacer;
@@ -67,7 +69,10 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
     {
         bail!("duplex bench supports ws:// URLs only");
     }
-    let target = Target::parse(&args.url)?;
+    let mut target = Target::parse(&args.url)?;
+    if args.mode == Mode::Fanout && target.path_and_query == "/" {
+        target.path_and_query = fanout::subscriber_path(&args.fanout.app_key);
+    }
     let sources = args.source_addrs();
     let addr = connect::resolve(&target, &sources)
         .await
@@ -97,6 +102,24 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         0 => 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => 2 * n,
     };
+    let fanout = (args.mode == Mode::Fanout).then(|| {
+        let f = &args.fanout;
+        let publish = fanout::Publish {
+            addr,
+            host_header: target.host_header.clone(),
+            app_id: f.app_id.clone(),
+            app_key: f.app_key.clone(),
+            app_secret: f.app_secret.clone(),
+        };
+        fanout::Shared::new(
+            publish,
+            f.channel.clone(),
+            target.path_and_query.clone(),
+            args.payload_size,
+            args.rate.unwrap_or(1.0),
+            args.fanout_events(),
+        )
+    });
     let shared = Arc::new(RunShared {
         plan: connect::ConnectPlan {
             target,
@@ -118,6 +141,7 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         errors: Default::default(),
         connect_times: Mutex::new(stats::new_histogram()),
         connect_slots: Semaphore::new(args.connect_concurrency),
+        fanout,
     });
 
     let (start_tx, start_rx) = watch::channel(None);
@@ -132,6 +156,9 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         ));
     }
     drop(connected_tx);
+    if shared.fanout.is_some() {
+        tasks.spawn(fanout::publisher(Arc::clone(&shared), start_rx.clone()));
+    }
 
     let mut progress = Progress::new(!args.quiet);
     let mut tick = tokio::time::interval(TICK);
@@ -279,7 +306,11 @@ async fn connection_task(
             return None;
         }
         let began = Instant::now();
-        let result = connect::connect(&shared.plan, shared.plan.source(index)).await;
+        let source = shared.plan.source(index);
+        let result = match &shared.fanout {
+            Some(f) => fanout::connect_and_subscribe(&shared.plan, source, f).await,
+            None => connect::connect(&shared.plan, source).await,
+        };
         if result.is_ok() {
             let ns = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
             shared
@@ -332,6 +363,7 @@ async fn connection_task(
     let result = match shared.mode {
         Mode::Closed => closed_loop::run(ws, &ctx).await,
         Mode::Open => open_loop::run(ws, &ctx).await,
+        Mode::Fanout => fanout::run(ws, &ctx).await,
     };
     shared.live.active.fetch_sub(1, Relaxed);
     ConnOutcome {
@@ -434,7 +466,11 @@ fn build_report(
             url: args.url.clone(),
             connections: args.connections,
             payload_size: args.payload_size,
-            message_type: if args.text { "text" } else { "binary" },
+            message_type: if args.text || args.mode == Mode::Fanout {
+                "text"
+            } else {
+                "binary"
+            },
             deflate: args.deflate,
             duration_s: args.duration.as_secs_f64(),
             warmup_s: args.warmup.as_secs_f64(),
@@ -457,7 +493,7 @@ fn build_report(
         stopped_early: interrupted,
         messages: report::Messages {
             payload_bytes: args.payload_size,
-            scheduled: (args.mode == Mode::Open).then_some(totals.scheduled),
+            scheduled: (args.mode != Mode::Closed).then_some(totals.scheduled),
             sent: totals.sent,
             echoes: totals.echoes,
         },
@@ -471,9 +507,9 @@ fn build_report(
             ),
         },
         latency_us: Latency::from_histogram(&latency.latency, 1e3),
-        service_latency_us: (args.mode == Mode::Open)
+        service_latency_us: (args.mode != Mode::Closed)
             .then(|| Latency::from_histogram(&latency.service, 1e3)),
-        send_lag_us: (args.mode == Mode::Open)
+        send_lag_us: (args.mode != Mode::Closed)
             .then(|| Latency::from_histogram(&latency.send_lag, 1e3)),
         connect_ms: Latency::from_histogram(&connect_times, 1e6),
         errors: report::Errors {
@@ -495,5 +531,9 @@ fn build_report(
             process_total_s: round3(process_cpu.total().as_secs_f64()),
         },
         server_cpu,
+        fanout: shared
+            .fanout
+            .as_ref()
+            .map(|f| fanout::report(f, totals, args.rate.unwrap_or(0.0), window_s)),
     }
 }

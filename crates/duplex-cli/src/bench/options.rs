@@ -17,6 +17,8 @@ pub const MAX_PAYLOAD: usize = 64 << 20;
 pub const MAX_RATE: f64 = 1_000_000.0;
 /// Most source addresses.
 pub const MAX_SOURCES: usize = 4096;
+/// Most events one fan-out run publishes (each subscriber keeps a bit per event).
+pub const MAX_FANOUT_EVENTS: u64 = 1_000_000;
 
 /// How messages are paced.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +30,11 @@ pub enum Mode {
     /// from each message's intended send time.
     #[value(name = "open", alias = "open-loop")]
     Open,
+    /// One publisher, every connection a subscriber of one channel of a Pusher-protocol
+    /// server (`duplex serve`): events triggered through the REST API at `--rate` per second,
+    /// delivery latency measured at each subscriber.
+    #[value(name = "fanout", alias = "fan-out")]
+    Fanout,
 }
 
 impl Mode {
@@ -35,6 +42,7 @@ impl Mode {
         match self {
             Mode::Closed => "closed-loop",
             Mode::Open => "open-loop",
+            Mode::Fanout => "fan-out",
         }
     }
 }
@@ -45,11 +53,14 @@ pub struct SourceRange(pub Vec<IpAddr>);
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// WebSocket URL of an echo server (`ws://` only).
+    /// WebSocket URL of an echo server (`ws://` only); with `--mode fanout`, of a
+    /// Pusher-protocol server (`ws://HOST:PORT`: the path `/app/KEY?protocol=7&..` is added).
     #[arg(default_value = "ws://127.0.0.1:9001/")]
     pub url: String,
     /// closed: one message in flight per connection, report echoes/s; open: a fixed rate per
-    /// connection (--rate), report latency percentiles and achieved vs target rate.
+    /// connection (--rate), report latency percentiles and achieved vs target rate; fanout: every
+    /// connection subscribes to one channel of `duplex serve`, events are published at --rate
+    /// per second (the --payload-size is the event data's), report delivery latency.
     #[arg(short, long, value_enum, default_value_t = Mode::Closed)]
     pub mode: Mode,
     /// Connections to open.
@@ -70,7 +81,7 @@ pub struct BenchArgs {
     /// Load applied before the measured window, excluded from every figure.
     #[arg(short, long, default_value = "1s", value_parser = parse_duration)]
     pub warmup: Duration,
-    /// Open-loop mode: messages per second per connection.
+    /// Open-loop mode: messages per second per connection. Fan-out mode: events per second.
     #[arg(short, long)]
     pub rate: Option<f64>,
     /// Source address(es) to bind client sockets to, used round-robin, e.g.
@@ -101,6 +112,27 @@ pub struct BenchArgs {
     /// No live progress line on stderr.
     #[arg(short, long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub fanout: FanoutArgs,
+}
+
+/// Options of `--mode fanout` (the defaults are `duplex serve`'s default app).
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Fan-out mode")]
+pub struct FanoutArgs {
+    /// App id: events are triggered with `POST /apps/ID/events`.
+    #[arg(long, default_value = "app-id")]
+    pub app_id: String,
+    /// App key: subscribers connect to `/app/KEY` (unless the URL has a path) and requests are
+    /// signed with it.
+    #[arg(long, default_value = "app-key")]
+    pub app_key: String,
+    /// App secret, to sign the REST requests.
+    #[arg(long, default_value = "app-secret")]
+    pub app_secret: String,
+    /// The public channel every connection subscribes to.
+    #[arg(long, default_value = "duplex-bench")]
+    pub channel: String,
 }
 
 impl BenchArgs {
@@ -143,7 +175,10 @@ impl BenchArgs {
         }
         match (self.mode, self.rate) {
             (Mode::Open, None) => return Err("--mode open needs --rate".into()),
-            (Mode::Open, Some(r)) if !(r > 0.0 && r <= MAX_RATE) => {
+            (Mode::Fanout, None) => {
+                return Err("--mode fanout needs --rate (events per second)".into())
+            }
+            (Mode::Open | Mode::Fanout, Some(r)) if !(r > 0.0 && r <= MAX_RATE) => {
                 return Err(format!("--rate must be above 0 and at most {MAX_RATE}"))
             }
             (Mode::Closed, Some(_)) => {
@@ -153,6 +188,9 @@ impl BenchArgs {
                 )
             }
             _ => {}
+        }
+        if self.mode == Mode::Fanout {
+            self.validate_fanout()?;
         }
         let sources = self.source_addrs();
         if sources.len() > MAX_SOURCES {
@@ -164,6 +202,55 @@ impl BenchArgs {
             }
         }
         Ok(())
+    }
+
+    /// Fan-out: the events fit the per-subscriber bookkeeping, the names are usable as is.
+    fn validate_fanout(&self) -> Result<(), String> {
+        let events = self.fanout_events();
+        if events > MAX_FANOUT_EVENTS {
+            return Err(format!(
+                "--rate x (--warmup + --duration) is {events} events; at most {MAX_FANOUT_EVENTS}"
+            ));
+        }
+        let f = &self.fanout;
+        // Pusher's channel name rule; public channels only (no auth in the bench).
+        let channel_ok = !f.channel.is_empty()
+            && f.channel.len() <= 164
+            && f.channel
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_=@,.;".contains(&b));
+        if !channel_ok {
+            return Err(format!(
+                "--channel {:?}: 1 to 164 of A-Z a-z 0-9 - _ = @ , . ;",
+                f.channel
+            ));
+        }
+        if ["private-", "presence-", "cache-"]
+            .iter()
+            .any(|p| f.channel.starts_with(p))
+        {
+            return Err(format!(
+                "--channel {:?}: the bench subscribes without auth; use a public channel name",
+                f.channel
+            ));
+        }
+        // Both go into URLs unescaped.
+        for (name, value) in [("--app-id", &f.app_id), ("--app-key", &f.app_key)] {
+            let ok = !value.is_empty()
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
+            if !ok {
+                return Err(format!("{name} {value:?}: use A-Z a-z 0-9 - _ . ~"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fan-out: events the publisher will schedule, warm-up included (rounded up).
+    pub fn fanout_events(&self) -> u64 {
+        let seconds = (self.warmup + self.duration).as_secs_f64();
+        (self.rate.unwrap_or(0.0) * seconds).ceil() as u64 + 1
     }
 
     /// Every source address, in order.

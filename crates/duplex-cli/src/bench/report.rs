@@ -10,7 +10,9 @@ pub struct Report {
     pub tool: &'static str,
     /// Version of the duplex command.
     pub version: &'static str,
-    /// "closed-loop" or "open-loop".
+    /// "closed-loop", "open-loop" or "fan-out". In fan-out mode the echo figures are about
+    /// deliveries: `messages.sent` counts the window's events the API accepted,
+    /// `messages.echoes` their deliveries, `us_per_echo` is per delivery.
     pub mode: &'static str,
     pub options: Options,
     pub connections: Connections,
@@ -29,12 +31,56 @@ pub struct Report {
     /// Open loop: how late each send started after its intended time (the runtime's timer
     /// has millisecond granularity, so up to ~1 ms of it is the client's own scheduling).
     pub send_lag_us: Option<Latency>,
-    /// TCP connect plus opening handshake, per connection established.
+    /// TCP connect plus opening handshake (fan-out: plus the subscription), per connection
+    /// established.
     pub connect_ms: Latency,
     pub errors: Errors,
     pub client_cpu: ClientCpu,
     /// With `--server-pid`.
     pub server_cpu: Option<ServerCpu>,
+    /// Fan-out mode only.
+    pub fanout: Option<Fanout>,
+}
+
+/// Fan-out figures. Events and deliveries are those of the events whose intended send time
+/// fell in the window.
+#[derive(Serialize, Debug, Default)]
+pub struct Fanout {
+    /// Path and query the subscribers connected to.
+    pub ws_path: String,
+    /// Where events were triggered.
+    pub rest_url: String,
+    pub app_id: String,
+    pub channel: String,
+    /// The events' name.
+    pub event: &'static str,
+    /// Size of each event's data.
+    pub data_bytes: u64,
+    /// Connections subscribed to the channel.
+    pub subscribers: usize,
+    /// Events due in the window.
+    pub events_scheduled: u64,
+    /// Events of the window the API accepted (HTTP 200).
+    pub events_published: u64,
+    /// Publish requests that failed, warm-up included.
+    pub events_failed: u64,
+    /// events_published x subscribers.
+    pub deliveries_expected: u64,
+    /// Distinct deliveries of the window's events.
+    pub deliveries_received: u64,
+    /// Accepted events that a subscriber never received (by the drain deadline).
+    pub missing: u64,
+    /// Deliveries of an event a subscriber had already received.
+    pub duplicates: u64,
+    /// Deliveries of an event after a later one.
+    pub out_of_order: u64,
+    pub target_events_per_s: f64,
+    /// Target events per second x subscribers.
+    pub target_deliveries_per_s: f64,
+    /// deliveries_received over the window.
+    pub deliveries_per_s: f64,
+    /// Round trip of each accepted publish request (warm-up included).
+    pub publish_ms: Latency,
 }
 
 #[derive(Serialize, Debug)]
@@ -185,11 +231,17 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "duplex bench: {}, {} connection(s), {} B {} messages, deflate {}, {}",
+            "duplex bench: {}, {} connection(s), {} B {}, deflate {}, {}",
             self.mode,
             o.connections,
             o.payload_size,
-            o.message_type,
+            if self.fanout.is_some() {
+                "event data"
+            } else if o.message_type == "text" {
+                "text messages"
+            } else {
+                "binary messages"
+            },
             match (o.deflate, c.deflate_negotiated) {
                 (false, _) => "off".to_owned(),
                 (true, n) => format!("on ({n} agreed)"),
@@ -214,7 +266,9 @@ impl Report {
         );
         let r = &self.rates;
         let m = &self.messages;
-        if let (Some(target), Some(scheduled)) = (r.target_per_s, m.scheduled) {
+        if self.fanout.is_some() {
+            // Its own lines below.
+        } else if let (Some(target), Some(scheduled)) = (r.target_per_s, m.scheduled) {
             let _ = writeln!(
                 s,
                 "rate          target {:.0}/s, sent {:.0}/s, echoed {:.0}/s ({} due, {} sent, {} echoes)",
@@ -225,6 +279,30 @@ impl Report {
                 s,
                 "echoes        {} ({:.0}/s, {:.2} MiB/s each way)",
                 m.echoes, r.echoes_per_s, r.payload_mib_per_s
+            );
+        }
+        if let Some(f) = &self.fanout {
+            let _ = writeln!(
+                s,
+                "fan-out       {} subscriber(s) of {:?}, {} B event data; events {} due, {} published, {} failed",
+                f.subscribers, f.channel, f.data_bytes, f.events_scheduled, f.events_published, f.events_failed
+            );
+            let _ = writeln!(
+                s,
+                "deliveries    {} of {} expected ({:.0}/s, target {:.0}/s); missing {}, duplicate {}, out of order {}",
+                f.deliveries_received,
+                f.deliveries_expected,
+                f.deliveries_per_s,
+                f.target_deliveries_per_s,
+                f.missing,
+                f.duplicates,
+                f.out_of_order
+            );
+            let p = &f.publish_ms;
+            let _ = writeln!(
+                s,
+                "publish (ms)  p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}  (HTTP round trip)",
+                p.p50, p.p90, p.p99, p.max
             );
         }
         let l = &self.latency_us;
@@ -261,7 +339,7 @@ impl Report {
             cpu.total_s,
             cpu.wall_s,
             cpu.utilization * 100.0,
-            per_echo(cpu.us_per_echo)
+            per_echo(cpu.us_per_echo, self.fanout.is_some())
         );
         if let Some(srv) = &self.server_cpu {
             let _ = writeln!(
@@ -270,15 +348,16 @@ impl Report {
                 srv.total_s,
                 srv.utilization * 100.0,
                 srv.pid,
-                per_echo(srv.us_per_echo)
+                per_echo(srv.us_per_echo, self.fanout.is_some())
             );
         }
         s
     }
 }
 
-fn per_echo(us: Option<f64>) -> String {
-    us.map(|us| format!(", {us:.2} µs per echo"))
+fn per_echo(us: Option<f64>, fanout: bool) -> String {
+    let what = if fanout { "delivery" } else { "echo" };
+    us.map(|us| format!(", {us:.2} µs per {what}"))
         .unwrap_or_default()
 }
 

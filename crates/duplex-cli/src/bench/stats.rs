@@ -17,17 +17,20 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HIST_MAX_NS, 3).expect("valid histogram bounds")
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `m`, ignoring poisoning (a panicked holder leaves counts, nothing inconsistent).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The histograms of one shard.
 pub struct Hists {
-    /// Closed loop: round trip. Open loop: from the intended send time to the echo.
+    /// Closed loop: round trip. Open loop: from the intended send time to the echo. Fan-out:
+    /// from the event's intended send time to its delivery.
     pub latency: Histogram<u64>,
-    /// Open loop: from the actual send to the echo.
+    /// Open loop: from the actual send to the echo. Fan-out: from the publish request's start
+    /// to the delivery.
     pub service: Histogram<u64>,
-    /// Open loop: how late each send started after its intended time.
+    /// Open loop and fan-out: how late each send started after its intended time.
     pub send_lag: Histogram<u64>,
 }
 
@@ -91,6 +94,19 @@ impl Recorder {
         h.latency.saturating_record(ns(latency));
         h.service.saturating_record(ns(service));
         h.send_lag.saturating_record(ns(send_lag));
+    }
+
+    /// A fan-out delivery: latency from the event's intended send time and from its actual
+    /// send (the publisher's lag is recorded once per event, with [`Self::record_send_lag`]).
+    pub fn record_delivery(&self, connection: usize, latency: Duration, service: Duration) {
+        let mut h = self.shard(connection);
+        h.latency.saturating_record(ns(latency));
+        h.service.saturating_record(ns(service));
+    }
+
+    /// Fan-out: how late the publisher sent one event after its intended time.
+    pub fn record_send_lag(&self, connection: usize, lag: Duration) {
+        self.shard(connection).send_lag.saturating_record(ns(lag));
     }
 
     pub fn merged(&self) -> Hists {
@@ -212,6 +228,22 @@ pub struct ConnOutcome {
 }
 
 impl ConnOutcome {
+    /// Counts the connection as failed because the server closed it (`close`: its close
+    /// frame, if any).
+    pub fn closed_by_server(
+        &mut self,
+        live: &Live,
+        log: &ErrorLog,
+        close: Option<&duplex::CloseFrame>,
+    ) {
+        let why = match close {
+            Some(c) => format!("server closed the connection ({} {})", c.code.0, c.reason),
+            None => "server closed the connection".to_owned(),
+        };
+        self.error(live, log, ErrorKind::Io, 1, &why);
+        self.failed = true;
+    }
+
     /// Counts `n` errors of `kind`, in the outcome, the live counter and the samples.
     pub fn error(&mut self, live: &Live, log: &ErrorLog, kind: ErrorKind, n: u64, message: &str) {
         if n == 0 {
