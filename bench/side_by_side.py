@@ -294,7 +294,7 @@ def run_memory(servers, args):
             "--connections", str(args.connections),
             "--server-cpu", str(args.server_cpu),
             "--client-cpu", str(args.client_cpu),
-            "--duplex", DUPLEX, "--",
+            "--duplex", args.memory_client, "--",
         ] + s.argv
         log(f"memory: {s.name}: {args.connections} idle connections")
         entry = {"command": " ".join(shlex.quote(c) for c in cmd), "status": "failed"}
@@ -585,6 +585,9 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="smoke run: 1 round of 1 s, 0.5 s warm-up")
     p.add_argument("--no-memory", action="store_true", help="skip the idle-connection RSS part")
     p.add_argument("--connections", type=int, default=15000, help="idle connections (default 15000)")
+    p.add_argument("--memory-client", default=DUPLEX, metavar="PATH",
+                   help="duplex binary whose `bench --idle` opens the idle connections "
+                   "(default: target/release/duplex)")
     p.add_argument("--no-build", action="store_true", help="use the binaries already built")
     p.add_argument("--output", help="Markdown file whose side-by-side section is rewritten "
                    "(default BENCHMARKS.md; bench/results/quick.md with --quick)")
