@@ -127,6 +127,17 @@ def log(msg):
     print(f"[side-by-side {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def _die_with_parent():
+    """In the child before exec: get SIGTERM when the runner dies, even by SIGKILL, so that no
+    server or client outlives it (Linux prctl PR_SET_PDEATHSIG; kept across exec)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -179,6 +190,41 @@ def last_json_line(text):
     return None
 
 
+def core_ticks():
+    """{cpu index: (busy, total)} clock ticks since boot, from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name[3:].isdigit():
+                v = [int(x) for x in fields[:8]]
+                idle = v[3] + v[4]  # idle + iowait
+                out[int(name[3:])] = (sum(v) - idle, sum(v))
+    return out
+
+
+def process_ticks(pid):
+    """utime + stime of a process, in clock ticks (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def other_load(before, after, cpu, own_ticks):
+    """Share of `cpu` used by other processes between two core_ticks() samples."""
+    try:
+        busy = after[cpu][0] - before[cpu][0]
+        total = after[cpu][1] - before[cpu][1]
+    except KeyError:
+        return None
+    if total <= 0:
+        return None
+    return round(min(1.0, max(0.0, (busy - own_ticks) / total)), 3)
+
+
 def measure(server, workload, args, tmp, tag):
     """One measurement on a fresh server. Returns a dict with "status" "ok" or "failed"."""
     port = free_port()
@@ -194,6 +240,7 @@ def measure(server, workload, args, tmp, tag):
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
     try:
         if not wait_for_port(port, proc, PORT_WAIT_S):
@@ -213,13 +260,16 @@ def measure(server, workload, args, tmp, tag):
         ] + workload.extra
         result["client_command"] = " ".join(shlex.quote(c) for c in client)
         timeout = args.warmup + args.duration + CLIENT_SLACK_S
+        cores_before, server_before = core_ticks(), process_ticks(proc.pid)
         try:
             done = subprocess.run(
-                client, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+                client, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                timeout=timeout, preexec_fn=_die_with_parent,
             )
         except subprocess.TimeoutExpired:
             result["error"] = f"client did not finish within {timeout:.0f} s"
             return result
+        cores_after, server_after = core_ticks(), process_ticks(proc.pid)
         report = last_json_line(done.stdout)
         alive = proc.poll() is None
         if report is None:
@@ -251,6 +301,17 @@ def measure(server, workload, args, tmp, tag):
         result["client_cpu"] = report["client_cpu"]["utilization"]
         result["client_us_per_echo"] = report["client_cpu"]["us_per_echo"]
         result["errors"] = report["errors"]["total"]
+        # How busy other processes kept the two cores over the whole client run (connecting
+        # and closing included): the noise a shared machine adds.
+        tck = os.sysconf("SC_CLK_TCK")
+        if server_before is not None and server_after is not None:
+            result["other_load_server_core"] = other_load(
+                cores_before, cores_after, args.server_cpu, server_after - server_before
+            )
+        result["other_load_client_core"] = other_load(
+            cores_before, cores_after, args.client_cpu,
+            report["client_cpu"]["process_total_s"] * tck,
+        )
         return result
     finally:
         stop(proc)
@@ -416,12 +477,19 @@ def summarize(results, servers, workloads):
                     server_cpu=statistics.median(r["server_cpu"] for r in ok),
                     client_cpu=statistics.median(r["client_cpu"] for r in ok),
                     errors=sum(r["errors"] for r in ok),
+                    other_load_server_core=median_of(ok, "other_load_server_core"),
+                    other_load_client_core=median_of(ok, "other_load_client_core"),
                 )
             else:
                 row["status"] = "failed"
             rows[s.name] = row
         summary[w.name] = rows
     return summary
+
+
+def median_of(rows, key):
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(values) if values else None
 
 
 def fmt_int(x):
@@ -502,6 +570,22 @@ def markdown(meta, summary, memory, servers, workloads):
                 f"{row['server_us_per_echo']:.2f} | {row['server_cpu'] * 100:.0f} % | "
                 f"{row['client_cpu'] * 100:.0f} % | {r_eps} | {r_cpu} |"
             )
+        loads = [
+            (r["other_load_server_core"], r["other_load_client_core"])
+            for r in rows.values()
+            if r.get("status") == "ok"
+            and r.get("other_load_server_core") is not None
+            and r.get("other_load_client_core") is not None
+        ]
+        if loads:
+            worst_server = max(l[0] for l in loads)
+            worst_client = max(l[1] for l in loads)
+            out += [
+                "",
+                f"Other processes on the pinned cores (median per server, worst shown): "
+                f"{worst_server * 100:.0f} % of the server's core, {worst_client * 100:.0f} % "
+                "of the client's.",
+            ]
         if ours.get("status") == "ok" and ours["server_cpu"] < SATURATED:
             out += [
                 "",
@@ -622,7 +706,15 @@ def parse_args(argv):
     return args
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv):
+    # SIGTERM (and SIGINT, which a shell leaves ignored in background jobs) unwind through the
+    # cleanup: the running server is stopped, the running client killed.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     args = parse_args(argv)
     if not args.no_memory and not os.path.isfile(IDLE_RSS):
         log(f"error: {IDLE_RSS} is missing, so the memory part cannot run; "
