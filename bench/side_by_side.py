@@ -475,6 +475,7 @@ def summarize(results, servers, workloads):
                     echoes_per_s_max=max(eps),
                     server_us_per_echo=statistics.median(r["server_us_per_echo"] for r in ok),
                     server_cpu=statistics.median(r["server_cpu"] for r in ok),
+                    client_us_per_echo=median_of(ok, "client_us_per_echo"),
                     client_cpu=statistics.median(r["client_cpu"] for r in ok),
                     errors=sum(r["errors"] for r in ok),
                     other_load_server_core=median_of(ok, "other_load_server_core"),
@@ -490,6 +491,10 @@ def summarize(results, servers, workloads):
 def median_of(rows, key):
     values = [r[key] for r in rows if r.get(key) is not None]
     return statistics.median(values) if values else None
+
+
+def fmt_us(x):
+    return f"{x:.2f}" if x is not None else "–"
 
 
 def fmt_int(x):
@@ -520,6 +525,9 @@ def markdown(meta, summary, memory, servers, workloads):
         "",
         f"Command: `{meta['command']}`",
         "",
+    ]
+    if workloads:
+        out += [
         f"Method: {meta['rounds']} round(s); in each, every workload runs on every server in a "
         "rotating order (A B C D, then B C D A, ...), each on a freshly started server. Server "
         f"pinned to CPU {meta['server_cpu']} (single-threaded runtime: `duplex echo --threads 1`, "
@@ -527,11 +535,13 @@ def markdown(meta, summary, memory, servers, workloads):
         f"connection) pinned to CPU {meta['client_cpu']}; {meta['warmup_s']} s warm-up then "
         f"{meta['duration_s']} s measured. Echoes/s: median over rounds (min–max). Server CPU "
         "µs per echo: user+system time of the server process from /proc/PID/stat over the "
-        "window, divided by the echoes (median). CPU %: share of one core over the window; "
-        "client CPU % shows whether the client was the limit. Ratios are duplex ÷ peer: above "
+        "window, divided by the echoes (median); client µs/echo likewise for `duplex bench`. "
+        "CPU %: share of one core over the window. The client can saturate a server whose "
+        "µs/echo is above its own; below 100 % server CPU with both under 100 %, the machine "
+        "(other processes, round trips) was the limit. Ratios are duplex ÷ peer: above "
         "1 is better for echoes/s, below 1 is better for CPU per echo.",
         "",
-    ]
+        ]
     for w in workloads:
         rows = summary[w.name]
         ours = rows.get("duplex", {})
@@ -539,18 +549,18 @@ def markdown(meta, summary, memory, servers, workloads):
             f"### {w.title}",
             "",
             "| server | echoes/s (median) | min–max | server µs/echo | server CPU | client CPU "
-            "| duplex ÷ peer echoes/s | duplex ÷ peer µs/echo |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| client µs/echo | duplex ÷ peer echoes/s | duplex ÷ peer µs/echo |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for s in servers:
             row = rows[s.name]
             if row["status"] == "n/a":
-                out.append(f"| {s.label} | n/a (no permessage-deflate) | | | | | | |")
+                out.append(f"| {s.label} | n/a (no permessage-deflate) | | | | | | | |")
                 continue
             if row["status"] == "failed":
                 why = row["failures"][0] if row["failures"] else "?"
                 why = why.replace("|", "/")[:160]
-                out.append(f"| {s.label} | failed ({row['runs']} of {row['runs']}): {why} | | | | | | |")
+                out.append(f"| {s.label} | failed ({row['runs']} of {row['runs']}): {why} | | | | | | | |")
                 continue
             note = ""
             if row["ok"] < row["runs"]:
@@ -568,7 +578,8 @@ def markdown(meta, summary, memory, servers, workloads):
                 f"| {s.label} | {fmt_int(row['echoes_per_s'])}{note} | "
                 f"{fmt_int(row['echoes_per_s_min'])}–{fmt_int(row['echoes_per_s_max'])} | "
                 f"{row['server_us_per_echo']:.2f} | {row['server_cpu'] * 100:.0f} % | "
-                f"{row['client_cpu'] * 100:.0f} % | {r_eps} | {r_cpu} |"
+                f"{row['client_cpu'] * 100:.0f} % | {fmt_us(row.get('client_us_per_echo'))} | "
+                f"{r_eps} | {r_cpu} |"
             )
         loads = [
             (r["other_load_server_core"], r["other_load_client_core"])
@@ -668,6 +679,7 @@ def parse_args(argv):
     )
     p.add_argument("--quick", action="store_true", help="smoke run: 1 round of 1 s, 0.5 s warm-up")
     p.add_argument("--no-memory", action="store_true", help="skip the idle-connection RSS part")
+    p.add_argument("--no-throughput", action="store_true", help="only the idle-connection RSS part")
     p.add_argument("--connections", type=int, default=15000, help="idle connections (default 15000)")
     p.add_argument("--memory-client", default=DUPLEX, metavar="PATH",
                    help="duplex binary whose `bench --idle` opens the idle connections "
@@ -677,6 +689,9 @@ def parse_args(argv):
                    "(default BENCHMARKS.md; bench/results/quick.md with --quick)")
     p.add_argument("--json-output", help="raw results (default bench/results/latest.json; "
                    "bench/results/quick.json with --quick)")
+    p.add_argument("--from-json", metavar="FILE",
+                   help="do not measure: rewrite --output's section from the raw results of "
+                   "an earlier run (e.g. bench/results/latest.json)")
     p.add_argument("--server-cpu", type=int, default=0)
     p.add_argument("--client-cpu", type=int, default=1)
     args = p.parse_args(argv)
@@ -703,11 +718,29 @@ def parse_args(argv):
     if bad:
         p.error(f"--only: unknown {bad}; known: {', '.join(by_name)}")
     args.workloads = [w for w in WORKLOADS if not wanted or w.name in wanted]
+    if args.no_throughput:
+        if args.no_memory:
+            p.error("--no-throughput with --no-memory leaves nothing to run")
+        args.workloads = []
     return args
 
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def render_saved(args):
+    with open(args.from_json) as f:
+        saved = json.load(f)
+    meta = saved["meta"]
+    known = {s.name: s for s in all_servers()}
+    by_name = {w.name: w for w in WORKLOADS}
+    servers = [known[n] for n in meta["servers"] if n in known]
+    workloads = [by_name[w["name"]] for w in meta["workloads"] if w["name"] in by_name]
+    summary = summarize(saved["measurements"], servers, workloads)
+    write_section(args.output, markdown(meta, summary, saved.get("memory"), servers, workloads))
+    log(f"wrote {os.path.relpath(args.output, ROOT)} from {args.from_json}")
+    return 0
 
 
 def main(argv):
@@ -716,6 +749,8 @@ def main(argv):
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     args = parse_args(argv)
+    if args.from_json:
+        return render_saved(args)
     if not args.no_memory and not os.path.isfile(IDLE_RSS):
         log(f"error: {IDLE_RSS} is missing, so the memory part cannot run; "
             "run with --no-memory to measure throughput only")
@@ -755,8 +790,10 @@ def main(argv):
             for w in args.workloads
         ],
     }
-    with tempfile.TemporaryDirectory(prefix="side-by-side-") as tmp:
-        results = run_throughput(args.server_list, args.workloads, args, tmp)
+    results = []
+    if args.workloads:
+        with tempfile.TemporaryDirectory(prefix="side-by-side-") as tmp:
+            results = run_throughput(args.server_list, args.workloads, args, tmp)
     memory = None if args.no_memory else run_memory(args.server_list, args)
     summary = summarize(results, args.server_list, args.workloads)
 
