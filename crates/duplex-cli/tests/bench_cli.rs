@@ -383,3 +383,31 @@ fn fanout_refuses_private_channels_and_needs_a_rate() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn json_payload_is_sent_as_text_and_echoed_through_deflate() {
+    let server = echo_server(true);
+    let (status, report, stderr) = bench(&[
+        &server.url(),
+        "--connections",
+        "3",
+        "--payload",
+        "json",
+        "--deflate",
+        "--payload-size",
+        "1024",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+    ]);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(report["options"]["payload"], "json", "{report}");
+    // JSON is text, without --text.
+    assert_eq!(report["options"]["message_type"], "text", "{report}");
+    assert_eq!(report["options"]["payload_size"], 1024);
+    assert_eq!(report["connections"]["deflate_negotiated"], 3, "{report}");
+    // Every echo is compared with what was sent: no mismatch, no other error.
+    assert_eq!(num(&report, &["errors", "total"]), 0.0, "{report}");
+    assert!(num(&report, &["messages", "echoes"]) > 0.0, "{report}");
+}

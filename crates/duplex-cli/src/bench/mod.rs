@@ -18,6 +18,7 @@ mod fanout;
 mod open_loop;
 mod options;
 mod pacer;
+mod payload;
 mod progress;
 mod report;
 mod stats;
@@ -129,7 +130,7 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
             timeout: args.connect_timeout,
         },
         mode: args.mode,
-        message: make_message(args.payload_size, args.text),
+        message: make_message(args.payload_size, args.sends_text(), args.payload),
         rate: args.rate.unwrap_or(0.0),
         connections: args.connections,
         warmup: args.warmup,
@@ -391,7 +392,10 @@ impl CpuSample {
 }
 
 /// The payload: random bytes, or random alphanumerics for text (deterministic).
-fn make_message(size: usize, text: bool) -> Message {
+fn make_message(size: usize, text: bool, content: options::Payload) -> Message {
+    if content == options::Payload::Json {
+        return Message::from(payload::json_text(size));
+    }
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = move || {
         state ^= state << 13;
@@ -466,10 +470,14 @@ fn build_report(
             url: args.url.clone(),
             connections: args.connections,
             payload_size: args.payload_size,
-            message_type: if args.text || args.mode == Mode::Fanout {
+            message_type: if args.sends_text() || args.mode == Mode::Fanout {
                 "text"
             } else {
                 "binary"
+            },
+            payload: match args.payload {
+                options::Payload::Random => "random",
+                options::Payload::Json => "json",
             },
             deflate: args.deflate,
             duration_s: args.duration.as_secs_f64(),

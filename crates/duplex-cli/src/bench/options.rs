@@ -47,6 +47,16 @@ impl Mode {
     }
 }
 
+/// What the messages hold.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// Random bytes (binary) or random alphanumerics (`--text`): incompressible.
+    Random,
+    /// JSON-like text (arrays of event objects with repeated keys and random values, as a
+    /// hub pushes), deterministic; compresses several-fold. Sent as text messages.
+    Json,
+}
+
 /// One `--source` value: an address or an inclusive range `A-B` of addresses.
 #[derive(Clone, Debug)]
 pub struct SourceRange(pub Vec<IpAddr>);
@@ -72,6 +82,10 @@ pub struct BenchArgs {
     /// Send text messages (random alphanumerics) instead of binary ones (random bytes).
     #[arg(long)]
     pub text: bool,
+    /// Message content: random, or json (JSON-like text for permessage-deflate runs;
+    /// implies text messages).
+    #[arg(long, value_enum, default_value_t = Payload::Random)]
+    pub payload: Payload,
     /// Offer permessage-deflate (the server must accept it: `duplex echo --deflate`).
     #[arg(long)]
     pub deflate: bool,
@@ -251,6 +265,11 @@ impl BenchArgs {
     pub fn fanout_events(&self) -> u64 {
         let seconds = (self.warmup + self.duration).as_secs_f64();
         (self.rate.unwrap_or(0.0) * seconds).ceil() as u64 + 1
+    }
+
+    /// Messages are sent as text frames.
+    pub fn sends_text(&self) -> bool {
+        self.text || self.payload == Payload::Json
     }
 
     /// Every source address, in order.

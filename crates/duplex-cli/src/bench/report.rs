@@ -90,6 +90,8 @@ pub struct Options {
     pub payload_size: usize,
     /// "binary" or "text".
     pub message_type: &'static str,
+    /// "random" or "json" (`--payload`).
+    pub payload: &'static str,
     pub deflate: bool,
     pub duration_s: f64,
     pub warmup_s: f64,
