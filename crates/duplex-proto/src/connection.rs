@@ -582,6 +582,34 @@ impl Connection {
         self.deflate.as_deref()
     }
 
+    // ---- memory --------------------------------------------------------------------------
+
+    /// Frees every buffer that is empty: the input (no partial frame), the event queue and the
+    /// transmit queue. Call when about to wait for the transport, so that an idle connection
+    /// holds no buffer memory (many idle connections are the common case on a server).
+    /// Buffers are allocated again, at the size needed, when data arrives or is sent.
+    pub fn release_idle_buffers(&mut self) {
+        if self.input.is_empty() {
+            // Also drops a reference the empty view may hold to a received message's storage.
+            self.input = BytesMut::new();
+        }
+        if self.queue.is_empty() && self.queue.capacity() != 0 {
+            self.queue = VecDeque::new();
+        }
+        self.out.release_if_empty();
+    }
+
+    /// Bytes of buffer capacity this connection holds: input, pending events, the message
+    /// being assembled and the transmit queue (not counting payloads shared with messages
+    /// already handed out). After [`release_idle_buffers`](Self::release_idle_buffers) on an
+    /// idle connection this is 0.
+    pub fn buffer_capacity(&self) -> usize {
+        self.input.capacity()
+            + self.queue.capacity() * std::mem::size_of::<Queued>()
+            + self.message.as_ref().map_or(0, |m| m.data.capacity())
+            + self.out.capacity()
+    }
+
     // ---- internals -----------------------------------------------------------------------
 
     fn saw_traffic(&mut self, now: Instant) {

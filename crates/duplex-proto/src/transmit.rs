@@ -80,6 +80,24 @@ impl TransmitQueue {
     }
 }
 
+impl TransmitQueue {
+    /// Frees the queue's buffers if nothing waits (an idle connection then holds none).
+    pub fn release_if_empty(&mut self) {
+        if self.len == 0 {
+            self.tail = BytesMut::new();
+            if self.chunks.capacity() != 0 {
+                self.chunks = VecDeque::new();
+            }
+        }
+    }
+
+    /// Bytes of buffer capacity held: the append buffer plus the chunk list (chunks queued by
+    /// reference are not counted: they are shared payloads).
+    pub fn capacity(&self) -> usize {
+        self.tail.capacity() + self.chunks.capacity() * std::mem::size_of::<Bytes>()
+    }
+}
+
 impl Buf for TransmitQueue {
     fn remaining(&self) -> usize {
         self.len

@@ -11,12 +11,13 @@ use crate::websocket::Chunk;
 use bytes::{Buf, BytesMut};
 use duplex_proto::transmit::TransmitQueue;
 use duplex_proto::{Connection, Event, Message, MessageKind};
+use std::cell::RefCell;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// Read space made available before each read.
@@ -61,12 +62,44 @@ pub(crate) fn poll_write_queue<W: AsyncWrite + Unpin + ?Sized>(
     Pin::new(writer).poll_flush(cx)
 }
 
+thread_local! {
+    /// Read space shared by a thread's connections (see [`poll_read_into`]).
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
 /// Reads into the spare capacity of `buf`, growing it first if it is (nearly) full.
+///
+/// When `buf` is empty (no partial frame) the read goes to a per-thread scratch buffer and
+/// only the bytes that arrived are copied into `buf`: an idle connection then holds no read
+/// buffer (with 8 KiB each, that was most of an idle connection's memory). Once a frame is
+/// partly buffered, reads go straight into `buf`, so large messages are not copied again.
 pub(crate) fn poll_read_into<R: AsyncRead + Unpin + ?Sized>(
     reader: &mut R,
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
 ) -> Poll<io::Result<usize>> {
+    if buf.is_empty() {
+        // `None`: the scratch buffer is in use further up this thread's stack (a stream that
+        // is itself read through another connection) or already destroyed; read directly.
+        let read = SCRATCH
+            .try_with(|scratch| {
+                let mut scratch = scratch.try_borrow_mut().ok()?;
+                let mut space = ReadBuf::new(&mut scratch[..]);
+                Some(
+                    Pin::new(&mut *reader)
+                        .poll_read(cx, &mut space)
+                        .map_ok(|()| {
+                            buf.extend_from_slice(space.filled());
+                            space.filled().len()
+                        }),
+                )
+            })
+            .ok()
+            .flatten();
+        if let Some(read) = read {
+            return read;
+        }
+    }
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }
@@ -214,6 +247,8 @@ impl Driver {
                     continue;
                 }
             }
+            // Waiting for the peer: an idle connection keeps no buffer memory.
+            conn.release_idle_buffers();
             return Poll::Pending;
         }
     }
@@ -239,6 +274,7 @@ impl Driver {
             }
         }
         conn.input_buffer().clear();
+        conn.release_idle_buffers();
         self.phase = Phase::Done;
         self.timer = None;
         Poll::Ready(())
