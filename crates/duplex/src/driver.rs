@@ -17,7 +17,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
 /// Read space made available before each read.
@@ -64,34 +64,39 @@ pub(crate) fn poll_write_queue<W: AsyncWrite + Unpin + ?Sized>(
 
 thread_local! {
     /// Read space shared by a thread's connections (see [`poll_read_into`]).
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+    static SHARED_READ: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 }
 
 /// Reads into the spare capacity of `buf`, growing it first if it is (nearly) full.
 ///
-/// When `buf` is empty (no partial frame) the read goes to a per-thread scratch buffer and
-/// only the bytes that arrived are copied into `buf`: an idle connection then holds no read
-/// buffer (with 8 KiB each, that was most of an idle connection's memory). Once a frame is
-/// partly buffered, reads go straight into `buf`, so large messages are not copied again.
+/// When `buf` is empty (no partial frame) the read goes into a buffer shared by the thread's
+/// connections, and what arrived is split off into `buf` (no copy: messages then share that
+/// allocation as they would share a per-connection one). An idle connection thus holds no
+/// read buffer: with 8 KiB reserved each, that was most of an idle connection's memory. Once a
+/// frame is partly buffered, reads go straight into `buf`.
 pub(crate) fn poll_read_into<R: AsyncRead + Unpin + ?Sized>(
     reader: &mut R,
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
 ) -> Poll<io::Result<usize>> {
     if buf.is_empty() {
-        // `None`: the scratch buffer is in use further up this thread's stack (a stream that
+        // `None`: the shared buffer is in use further up this thread's stack (a stream that
         // is itself read through another connection) or already destroyed; read directly.
-        let read = SCRATCH
-            .try_with(|scratch| {
-                let mut scratch = scratch.try_borrow_mut().ok()?;
-                let mut space = ReadBuf::new(&mut scratch[..]);
+        let read = SHARED_READ
+            .try_with(|shared| {
+                let mut shared = shared.try_borrow_mut().ok()?;
+                // Empty here: every read is split off. Once its earlier parts are dropped,
+                // reserving reuses the allocation instead of making a new one.
+                if shared.capacity() < READ_CHUNK / 4 {
+                    shared.reserve(READ_CHUNK);
+                }
                 Some(
-                    Pin::new(&mut *reader)
-                        .poll_read(cx, &mut space)
-                        .map_ok(|()| {
-                            buf.extend_from_slice(space.filled());
-                            space.filled().len()
-                        }),
+                    tokio_util::io::poll_read_buf(Pin::new(&mut *reader), cx, &mut *shared).map_ok(
+                        |n| {
+                            *buf = shared.split();
+                            n
+                        },
+                    ),
                 )
             })
             .ok()

@@ -1,6 +1,8 @@
-//! An idle connection keeps no read or write buffer: after messages went both ways and the
-//! connection waits for the peer, the protocol state holds no buffer capacity.
+//! An idle connection keeps no read buffer and at most a few small buffers: after messages
+//! went both ways and the connection waits for the peer, the protocol state holds at most
+//! `IDLE_BUFFER_BOUND` bytes of buffer capacity (an 8 KiB read buffer used to stay).
 
+use duplex::proto::connection::IDLE_BUFFER_BOUND;
 use duplex::{Config, Message, Role, WebSocket};
 use std::future::poll_fn;
 use std::task::Poll;
@@ -22,6 +24,9 @@ async fn buffers_are_released_while_idle() {
     let (a, b) = tokio::io::duplex(16 * 1024);
     let mut server = WebSocket::from_raw(a, Role::Server, Config::default(), &[]);
     let mut client = WebSocket::from_raw(b, Role::Client, Config::default(), &[]);
+    // Nothing exchanged yet: nothing held (the common idle server connection).
+    go_idle(&mut server).await;
+    assert_eq!(server.protocol().buffer_capacity(), 0);
     for size in [20usize, 3_000, 200_000] {
         let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         let round_trip = async {
@@ -38,16 +43,15 @@ async fn buffers_are_released_while_idle() {
         assert_eq!(echo, Message::Binary(payload.into()));
         go_idle(&mut server).await;
         go_idle(&mut client).await;
-        assert_eq!(
-            server.protocol().buffer_capacity(),
-            0,
-            "server idle after a {size}-byte echo"
-        );
-        assert_eq!(
-            client.protocol().buffer_capacity(),
-            0,
-            "client idle after a {size}-byte echo"
-        );
+        for (who, kept) in [
+            ("server", server.protocol().buffer_capacity()),
+            ("client", client.protocol().buffer_capacity()),
+        ] {
+            assert!(
+                kept <= IDLE_BUFFER_BOUND,
+                "{who} idle after a {size}-byte echo holds {kept} bytes of buffers"
+            );
+        }
     }
 }
 
@@ -71,5 +75,5 @@ async fn split_reader_releases_buffers_too() {
     assert_eq!(echo, Message::Text("hello".into()));
     let idle = poll_fn(|cx| Poll::Ready(reader.poll_next_event(cx).is_pending())).await;
     assert!(idle);
-    assert_eq!(reader.buffer_capacity(), 0);
+    assert!(reader.buffer_capacity() <= IDLE_BUFFER_BOUND);
 }
