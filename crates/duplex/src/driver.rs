@@ -149,7 +149,8 @@ pub(crate) struct Driver {
     /// Boxed and created on first use: most connections never arm a timer.
     timer: Option<Pin<Box<Sleep>>>,
     /// A failure to report after the closing procedure.
-    pending_error: Option<Error>,
+    /// Boxed: rare, and `Error` is large; every idle connection carries this field.
+    pending_error: Option<Box<Error>>,
     /// Until when we try to flush the final frames to a peer that does not read.
     flush_deadline: Option<Instant>,
 }
@@ -159,7 +160,7 @@ impl Driver {
         Driver {
             phase: Phase::Running,
             timer: None,
-            pending_error,
+            pending_error: pending_error.map(Box::new),
             flush_deadline: None,
         }
     }
@@ -178,7 +179,7 @@ impl Driver {
     ) -> Poll<Option<Result<Event>>> {
         loop {
             match self.phase {
-                Phase::Done => return Poll::Ready(self.pending_error.take().map(Err)),
+                Phase::Done => return Poll::Ready(self.pending_error.take().map(|e| Err(*e))),
                 Phase::Draining => {
                     ready!(self.poll_drain(conn, io, cx));
                     continue;
@@ -227,13 +228,13 @@ impl Driver {
             match io.poll_read_into(cx, conn.input_buffer()) {
                 Poll::Ready(Ok(0)) => {
                     if let Err(e) = conn.receive_eof() {
-                        self.pending_error.get_or_insert(e.into());
+                        self.pending_error.get_or_insert_with(|| Box::new(e.into()));
                     }
                     continue;
                 }
                 Poll::Ready(Ok(_)) => {
                     if let Err(e) = conn.handle_input(Instant::now().into_std()) {
-                        self.pending_error.get_or_insert(e.into());
+                        self.pending_error.get_or_insert_with(|| Box::new(e.into()));
                     }
                     continue;
                 }
@@ -247,7 +248,7 @@ impl Driver {
                 self.arm(Instant::from_std(deadline));
                 if self.poll_timer(cx).is_ready() {
                     if let Err(e) = conn.handle_timeout(Instant::now().into_std()) {
-                        self.pending_error.get_or_insert(e.into());
+                        self.pending_error.get_or_insert_with(|| Box::new(e.into()));
                     }
                     continue;
                 }
@@ -304,9 +305,9 @@ impl Driver {
     /// reporting (the peer said goodbye and did not wait for our answer, e.g. a reset).
     fn transport_error(&mut self, conn: &Connection, error: Error) -> Option<Result<Event>> {
         if conn.close_received().is_some() {
-            return self.pending_error.take().map(Err);
+            return self.pending_error.take().map(|e| Err(*e));
         }
-        Some(Err(self.pending_error.take().unwrap_or(error)))
+        Some(Err(self.pending_error.take().map_or(error, |e| *e)))
     }
 }
 
