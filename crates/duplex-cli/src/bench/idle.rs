@@ -89,8 +89,10 @@ async fn idle(args: &BenchArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let mut config = ClientConfig::default();
-    config.handshake_timeout = args.connect_timeout;
+    let mut config = ClientConfig {
+        handshake_timeout: args.connect_timeout,
+        ..ClientConfig::default()
+    };
     config.protocol.close_timeout = args.drain_timeout;
     let shared = Arc::new(Shared {
         plan: ConnectPlan {
