@@ -50,7 +50,9 @@ async fn serve(args: EchoArgs) -> anyhow::Result<()> {
 }
 
 async fn echo_connection(stream: TcpStream, config: &ServerConfig) -> duplex::Result<()> {
-    let mut ws = accept(stream, config).await?;
+    // Boxed: the handshake's state is then freed once it is done instead of sizing the
+    // connection's task for its whole life (idle connections are mostly that task).
+    let mut ws = Box::pin(accept(stream, config)).await?;
     while let Some(message) = ws.recv().await {
         let message = message?;
         // A failed send means the peer is gone or closing; recv reports the rest.

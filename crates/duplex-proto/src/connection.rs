@@ -187,6 +187,15 @@ const PONG_BACKLOG_LIMIT: usize = 64 * 1024;
 /// idle connection does not keep the memory of its largest message.
 const KEEP_INPUT_CAPACITY: usize = 64 * 1024;
 
+/// Event slots an idle connection keeps (the first allocation of the queue), so that
+/// receiving a message does not allocate them each time.
+const KEEP_EVENTS: usize = 4;
+
+/// Most buffer capacity an idle connection keeps after
+/// [`Connection::release_idle_buffers`]: a few event slots and a small output buffer.
+pub const IDLE_BUFFER_BOUND: usize =
+    KEEP_EVENTS * std::mem::size_of::<Queued>() + crate::transmit::IDLE_KEEP_CAPACITY;
+
 impl Connection {
     /// A connection that just completed its opening handshake. Bytes the peer sent after its
     /// handshake must be fed with [`receive_data`](Self::receive_data).
@@ -580,6 +589,36 @@ impl Connection {
     /// Whether permessage-deflate is in use.
     pub fn deflate(&self) -> Option<&DeflateCodec> {
         self.deflate.as_deref()
+    }
+
+    // ---- memory --------------------------------------------------------------------------
+
+    /// Frees the buffers that are empty: the input (no partial frame), the event queue and the
+    /// transmit queue, keeping only small ones that every message would otherwise allocate
+    /// again (at most [`IDLE_BUFFER_BOUND`] bytes in all). Call when about to wait for the
+    /// transport, so that an idle connection holds (almost) no buffer memory: many idle
+    /// connections are the common case on a server. Buffers grow again as data flows.
+    pub fn release_idle_buffers(&mut self) {
+        if self.input.is_empty() {
+            // Also drops a reference the empty view may hold to a received message's storage.
+            self.input = BytesMut::new();
+        }
+        if self.queue.is_empty() && self.queue.capacity() > KEEP_EVENTS {
+            self.queue = VecDeque::new();
+        }
+        self.out.release_if_empty();
+    }
+
+    /// Bytes of buffer capacity this connection holds: input, pending events, the message
+    /// being assembled and the transmit queue (not counting payloads shared with messages
+    /// already handed out). After [`release_idle_buffers`](Self::release_idle_buffers) on an
+    /// idle connection this is at most [`IDLE_BUFFER_BOUND`], and 0 if it never carried a
+    /// message.
+    pub fn buffer_capacity(&self) -> usize {
+        self.input.capacity()
+            + self.queue.capacity() * std::mem::size_of::<Queued>()
+            + self.message.as_ref().map_or(0, |m| m.data.capacity())
+            + self.out.capacity()
     }
 
     // ---- internals -----------------------------------------------------------------------

@@ -13,6 +13,10 @@ use std::io::IoSlice;
 /// Payloads up to this size are copied next to their header; larger ones are queued by reference.
 const INLINE_PAYLOAD_MAX: usize = 4096;
 
+/// An empty queue keeps an append buffer up to this size, so small messages do not allocate
+/// each time; a larger one is freed (see [`TransmitQueue::release_if_empty`]).
+pub const IDLE_KEEP_CAPACITY: usize = 256;
+
 /// Bytes waiting to be written to the transport, in order. Implements [`Buf`], so a runtime can
 /// write it with vectored I/O (`chunks_vectored`) and `advance` by what was written.
 #[derive(Debug, Default)]
@@ -48,7 +52,8 @@ impl TransmitQueue {
             }
             None if payload.len() <= INLINE_PAYLOAD_MAX => self.tail.extend_from_slice(&payload),
             None => {
-                self.chunks.push_back(self.tail.split().freeze());
+                self.chunks
+                    .push_back(std::mem::take(&mut self.tail).freeze());
                 self.chunks.push_back(payload);
             }
         }
@@ -62,7 +67,8 @@ impl TransmitQueue {
             self.tail.extend_from_slice(frame);
         } else {
             if !self.tail.is_empty() {
-                self.chunks.push_back(self.tail.split().freeze());
+                self.chunks
+                    .push_back(std::mem::take(&mut self.tail).freeze());
             }
             self.chunks.push_back(frame.clone());
         }
@@ -72,11 +78,35 @@ impl TransmitQueue {
     pub fn pop_chunk(&mut self) -> Option<Bytes> {
         let chunk = match self.chunks.pop_front() {
             Some(c) => c,
-            None if !self.tail.is_empty() => self.tail.split().freeze(),
+            None if !self.tail.is_empty() => std::mem::take(&mut self.tail).freeze(),
             None => return None,
         };
         self.len -= chunk.len();
         Some(chunk)
+    }
+}
+
+impl TransmitQueue {
+    /// Frees the queue's buffers if nothing waits, but for an append buffer of at most
+    /// [`IDLE_KEEP_CAPACITY`] bytes, so an idle connection holds little or nothing.
+    pub fn release_if_empty(&mut self) {
+        if self.len != 0 {
+            return;
+        }
+        // The append buffer is never shared (chunks are taken out of it whole), so reclaiming
+        // succeeds exactly when its allocation exceeds the bound (written bytes included).
+        if self.tail.try_reclaim(IDLE_KEEP_CAPACITY + 1) {
+            self.tail = BytesMut::new();
+        }
+        if self.chunks.capacity() != 0 {
+            self.chunks = VecDeque::new();
+        }
+    }
+
+    /// Bytes of buffer capacity held: the append buffer plus the chunk list (chunks queued by
+    /// reference are not counted: they are shared payloads).
+    pub fn capacity(&self) -> usize {
+        self.tail.capacity() + self.chunks.capacity() * std::mem::size_of::<Bytes>()
     }
 }
 

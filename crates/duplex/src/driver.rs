@@ -11,6 +11,7 @@ use crate::websocket::Chunk;
 use bytes::{Buf, BytesMut};
 use duplex_proto::transmit::TransmitQueue;
 use duplex_proto::{Connection, Event, Message, MessageKind};
+use std::cell::RefCell;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -61,12 +62,49 @@ pub(crate) fn poll_write_queue<W: AsyncWrite + Unpin + ?Sized>(
     Pin::new(writer).poll_flush(cx)
 }
 
+thread_local! {
+    /// Read space shared by a thread's connections (see [`poll_read_into`]).
+    static SHARED_READ: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
 /// Reads into the spare capacity of `buf`, growing it first if it is (nearly) full.
+///
+/// When `buf` is empty (no partial frame) the read goes into a buffer shared by the thread's
+/// connections, and what arrived is split off into `buf` (no copy: messages then share that
+/// allocation as they would share a per-connection one). An idle connection thus holds no
+/// read buffer: with 8 KiB reserved each, that was most of an idle connection's memory. Once a
+/// frame is partly buffered, reads go straight into `buf`.
 pub(crate) fn poll_read_into<R: AsyncRead + Unpin + ?Sized>(
     reader: &mut R,
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
 ) -> Poll<io::Result<usize>> {
+    if buf.is_empty() {
+        // `None`: the shared buffer is in use further up this thread's stack (a stream that
+        // is itself read through another connection) or already destroyed; read directly.
+        let read = SHARED_READ
+            .try_with(|shared| {
+                let mut shared = shared.try_borrow_mut().ok()?;
+                // Empty here: every read is split off. Once its earlier parts are dropped,
+                // reserving reuses the allocation instead of making a new one.
+                if shared.capacity() < READ_CHUNK / 4 {
+                    shared.reserve(READ_CHUNK);
+                }
+                Some(
+                    tokio_util::io::poll_read_buf(Pin::new(&mut *reader), cx, &mut *shared).map_ok(
+                        |n| {
+                            *buf = shared.split();
+                            n
+                        },
+                    ),
+                )
+            })
+            .ok()
+            .flatten();
+        if let Some(read) = read {
+            return read;
+        }
+    }
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }
@@ -111,7 +149,8 @@ pub(crate) struct Driver {
     /// Boxed and created on first use: most connections never arm a timer.
     timer: Option<Pin<Box<Sleep>>>,
     /// A failure to report after the closing procedure.
-    pending_error: Option<Error>,
+    /// Boxed: rare, and `Error` is large; every idle connection carries this field.
+    pending_error: Option<Box<Error>>,
     /// Until when we try to flush the final frames to a peer that does not read.
     flush_deadline: Option<Instant>,
 }
@@ -121,7 +160,7 @@ impl Driver {
         Driver {
             phase: Phase::Running,
             timer: None,
-            pending_error,
+            pending_error: pending_error.map(Box::new),
             flush_deadline: None,
         }
     }
@@ -140,7 +179,7 @@ impl Driver {
     ) -> Poll<Option<Result<Event>>> {
         loop {
             match self.phase {
-                Phase::Done => return Poll::Ready(self.pending_error.take().map(Err)),
+                Phase::Done => return Poll::Ready(self.pending_error.take().map(|e| Err(*e))),
                 Phase::Draining => {
                     ready!(self.poll_drain(conn, io, cx));
                     continue;
@@ -189,13 +228,13 @@ impl Driver {
             match io.poll_read_into(cx, conn.input_buffer()) {
                 Poll::Ready(Ok(0)) => {
                     if let Err(e) = conn.receive_eof() {
-                        self.pending_error.get_or_insert(e.into());
+                        self.pending_error.get_or_insert_with(|| Box::new(e.into()));
                     }
                     continue;
                 }
                 Poll::Ready(Ok(_)) => {
                     if let Err(e) = conn.handle_input(Instant::now().into_std()) {
-                        self.pending_error.get_or_insert(e.into());
+                        self.pending_error.get_or_insert_with(|| Box::new(e.into()));
                     }
                     continue;
                 }
@@ -209,11 +248,13 @@ impl Driver {
                 self.arm(Instant::from_std(deadline));
                 if self.poll_timer(cx).is_ready() {
                     if let Err(e) = conn.handle_timeout(Instant::now().into_std()) {
-                        self.pending_error.get_or_insert(e.into());
+                        self.pending_error.get_or_insert_with(|| Box::new(e.into()));
                     }
                     continue;
                 }
             }
+            // Waiting for the peer: an idle connection keeps no buffer memory.
+            conn.release_idle_buffers();
             return Poll::Pending;
         }
     }
@@ -239,6 +280,7 @@ impl Driver {
             }
         }
         conn.input_buffer().clear();
+        conn.release_idle_buffers();
         self.phase = Phase::Done;
         self.timer = None;
         Poll::Ready(())
@@ -263,9 +305,9 @@ impl Driver {
     /// reporting (the peer said goodbye and did not wait for our answer, e.g. a reset).
     fn transport_error(&mut self, conn: &Connection, error: Error) -> Option<Result<Event>> {
         if conn.close_received().is_some() {
-            return self.pending_error.take().map(Err);
+            return self.pending_error.take().map(|e| Err(*e));
         }
-        Some(Err(self.pending_error.take().unwrap_or(error)))
+        Some(Err(self.pending_error.take().map_or(error, |e| *e)))
     }
 }
 

@@ -192,6 +192,12 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
     pub fn close_frame(&self) -> Option<CloseFrame> {
         self.shared.lock().conn.close_received().cloned().flatten()
     }
+
+    /// Bytes of buffer capacity the connection holds (input, events, output); 0 while idle.
+    /// See [`Connection::buffer_capacity`].
+    pub fn buffer_capacity(&self) -> usize {
+        self.shared.lock().conn.buffer_capacity()
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite> Stream for WsReader<S> {

@@ -15,6 +15,7 @@ mod connect;
 mod context;
 mod cpu;
 mod fanout;
+mod idle;
 mod open_loop;
 mod options;
 mod pacer;
@@ -46,6 +47,9 @@ const TICK: Duration = Duration::from_millis(250);
 const ABORT_SLACK: Duration = Duration::from_secs(2);
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.idle {
+        return idle::run(args);
+    }
     args.validate().map_err(anyhow::Error::msg)?;
     let runtime = crate::runtime::build(args.threads)?;
     let report = runtime.block_on(bench(&args))?;

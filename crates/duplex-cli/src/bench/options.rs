@@ -126,6 +126,13 @@ pub struct BenchArgs {
     /// No live progress line on stderr.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Idle connections (memory measurements): open --connections plain connections, send
+    /// nothing, answer pings, print `{"event":"established","connections":N,"failed":F}` on
+    /// stdout once every attempt has finished, then hold them until --duration elapses, a
+    /// SIGTERM/SIGINT arrives or stdin reaches end of file (so `</dev/null` ends at once: keep
+    /// stdin open), and close them.
+    #[arg(long)]
+    pub idle: bool,
     #[command(flatten)]
     pub fanout: FanoutArgs,
 }
@@ -205,6 +212,14 @@ impl BenchArgs {
         }
         if self.mode == Mode::Fanout {
             self.validate_fanout()?;
+        }
+        if self.idle {
+            if self.mode != Mode::Closed || self.rate.is_some() {
+                return Err("--idle sends nothing: drop --mode and --rate".into());
+            }
+            if self.deflate {
+                return Err("--idle opens plain connections: drop --deflate".into());
+            }
         }
         let sources = self.source_addrs();
         if sources.len() > MAX_SOURCES {
