@@ -12,6 +12,11 @@
 //! | `GET /apps/{id}/channels/{name}` | `{"occupied":bool, ..attrs}` |
 //! | `GET /apps/{id}/channels/{name}/users` | `{"users":[{"id":..}]}` |
 //! | `POST /apps/{id}/users/{user}/terminate_connections` | `{}` |
+//! | `POST /users/{user}/terminate_connections` | `{}`: the same, app named by `auth_key` |
+//!
+//! The last route is what the official Python SDK (`pusher` 3.3) requests for
+//! `terminate_user_connections`: it leaves out `/apps/{id}`. The signed `auth_key` names the
+//! app instead, and the signature is checked over that path as sent.
 //!
 //! Errors are `{"error":"..."}` with 400 (bad request), 401 (signature), 403 (app disabled),
 //! 404 (unknown app or route), 405 (method), 413 (event data over `max_message_size`).
@@ -170,7 +175,14 @@ enum Route {
     TerminateUser(String),
 }
 
-fn parse_route(path: &str) -> Option<(String, Route)> {
+/// Which app a request is for: the `{id}` of `/apps/{id}/...`, or, for the unprefixed route,
+/// the app whose key is the request's `auth_key`.
+enum AppRef {
+    Id(String),
+    ByAuthKey,
+}
+
+fn parse_route(path: &str) -> Option<(AppRef, Route)> {
     let segs: Vec<String> = path
         .strip_prefix('/')?
         .split('/')
@@ -186,9 +198,12 @@ fn parse_route(path: &str) -> Option<(String, Route)> {
         ["apps", _, "users", user, "terminate_connections"] => {
             Route::TerminateUser((*user).to_owned())
         }
+        ["users", user, "terminate_connections"] => {
+            return Some((AppRef::ByAuthKey, Route::TerminateUser((*user).to_owned())));
+        }
         _ => return None,
     };
-    Some((seg[1].to_owned(), route))
+    Some((AppRef::Id(seg[1].to_owned()), route))
 }
 
 /// Answers one API request at server time `now_unix_secs` (for the timestamp check).
@@ -202,11 +217,22 @@ pub async fn handle(hub: &Hub, req: &ApiRequest, now_unix_secs: u64) -> ApiRespo
 }
 
 async fn handle_inner(hub: &Hub, req: &ApiRequest, now: u64) -> Result<Value, ApiError> {
-    let (app_id, route) =
+    let (app_ref, route) =
         parse_route(&req.path).ok_or_else(|| ApiError(404, "Not found".into()))?;
-    let app = hub
-        .app_by_id(&app_id)
-        .ok_or_else(|| ApiError(404, format!("Unknown app {app_id:?}")))?;
+    let app = match app_ref {
+        AppRef::Id(app_id) => hub
+            .app_by_id(&app_id)
+            .ok_or_else(|| ApiError(404, format!("Unknown app {app_id:?}")))?,
+        AppRef::ByAuthKey => {
+            let key = req
+                .query
+                .iter()
+                .find_map(|(k, v)| (k == "auth_key").then_some(v.as_str()))
+                .ok_or_else(|| ApiError(401, "Missing auth_key".into()))?;
+            hub.app_by_key(key)
+                .ok_or_else(|| ApiError(404, format!("Unknown app key {key:?}")))?
+        }
+    };
     auth::verify_request(
         &app.key,
         &app.secret,
@@ -515,7 +541,9 @@ mod tests {
 
     #[test]
     fn routes_are_recognized_and_segments_decoded() {
-        assert!(matches!(parse_route("/apps/1/events"), Some((id, Route::Events)) if id == "1"));
+        assert!(
+            matches!(parse_route("/apps/1/events"), Some((AppRef::Id(id), Route::Events)) if id == "1")
+        );
         assert!(matches!(
             parse_route("/apps/1/channels/%23server-to-user-1"),
             Some((_, Route::Channel(c))) if c == "#server-to-user-1"
@@ -524,6 +552,11 @@ mod tests {
             parse_route("/apps/1/users/u%201/terminate_connections"),
             Some((_, Route::TerminateUser(u))) if u == "u 1"
         ));
+        assert!(matches!(
+            parse_route("/users/u9/terminate_connections"),
+            Some((AppRef::ByAuthKey, Route::TerminateUser(u))) if u == "u9"
+        ));
+        assert!(parse_route("/users/u9").is_none());
         assert!(parse_route("/apps/1/nope").is_none());
         assert!(parse_route("apps/1/events").is_none());
     }

@@ -404,6 +404,31 @@ async fn terminate_connections_closes_the_users_sockets() {
 }
 
 #[tokio::test]
+async fn terminate_connections_without_apps_prefix_finds_the_app_by_auth_key() {
+    // The Python SDK (pusher 3.3) posts to /users/{id}/terminate_connections.
+    let hub = hub(|_| {});
+    let mut a = Client::connect(&hub).await;
+    a.signin("u1").await;
+    a.drain();
+    let path = "/users/u1/terminate_connections";
+    let r = call(&hub, signed_with("wrong", NOW, "POST", path, &[], "")).await;
+    assert_eq!(r.status, 401);
+    let mut bad_key = signed("POST", path, &[], "");
+    bad_key.query[0].1 = "no-such-key".into();
+    assert_eq!(call(&hub, bad_key).await.status, 404);
+    let mut no_key = signed("POST", path, &[], "");
+    no_key.query.remove(0);
+    assert_eq!(call(&hub, no_key).await.status, 401);
+    assert!(a.drain().is_empty(), "refused requests closed nothing");
+    let r = call(&hub, signed("POST", path, &[], "")).await;
+    assert_eq!((r.status, r.json_body()), (200, json!({})));
+    assert!(matches!(
+        a.next_raw(),
+        Some(Outbound::Close { code: 4009, .. })
+    ));
+}
+
+#[tokio::test]
 async fn send_to_user_reaches_the_signed_in_users_channel() {
     let hub = hub(|_| {});
     let mut a = Client::connect(&hub).await;

@@ -4,6 +4,7 @@
 //! | --- | --- |
 //! | `GET /app/{key}` | Pusher WebSocket endpoint (`?protocol=7`) |
 //! | `/apps/{id}/...` | Pusher HTTP API ([`duplex_hub::api::handle`]), body ≤ 100 KB |
+//! | `/users/{user}/terminate_connections` | the same API: the Python SDK's path for it |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /health` | 200 while the process serves |
 //! | `GET /ready` | 200 while accepting connections, 503 while draining |
@@ -42,6 +43,10 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/app/{key}", get(websocket))
         .route(
             "/apps/{*rest}",
+            any(rest_api).layer(DefaultBodyLimit::max(MAX_API_BODY)),
+        )
+        .route(
+            "/users/{user}/terminate_connections",
             any(rest_api).layer(DefaultBodyLimit::max(MAX_API_BODY)),
         )
         .route("/metrics", get(metrics))
