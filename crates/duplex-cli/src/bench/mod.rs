@@ -387,6 +387,8 @@ async fn connection_task(
 }
 
 /// A connection ready for load: through the WebSocket layer, or raw for [`raw_loop`].
+// One per connection task, moved once: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Established {
     Ws(duplex::WebSocket<tokio::net::TcpStream>),
     Raw(connect::RawConn),

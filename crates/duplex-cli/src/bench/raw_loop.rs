@@ -130,11 +130,8 @@ pub async fn run(conn: RawConn, ctx: &ConnCtx<'_>) -> ConnOutcome {
             out.failed = true;
             // Best effort (RFC 6455 §7.1.7): the connection is given up on either way.
             let reply = masked_frame(OpCode::Close, &CloseCode::PROTOCOL_ERROR.0.to_be_bytes());
-            let _ = tokio::time::timeout(
-                ctx.run.drain_timeout,
-                engine.stream.write_all(&reply),
-            )
-            .await;
+            let _ =
+                tokio::time::timeout(ctx.run.drain_timeout, engine.stream.write_all(&reply)).await;
         }
     }
     out
@@ -360,7 +357,8 @@ impl Reader {
             if self.start == self.end {
                 return Ok(None);
             }
-            let n = (self.end - self.start).min(usize::try_from(self.frame.remaining).unwrap_or(usize::MAX));
+            let n = (self.end - self.start)
+                .min(usize::try_from(self.frame.remaining).unwrap_or(usize::MAX));
             let chunk = &self.buf[self.start..self.start + n];
             self.start += n;
             self.frame.remaining -= n as u64;
