@@ -444,7 +444,7 @@ fn pinging_corrupting_server() -> (String, std::sync::Arc<std::sync::atomic::Ato
                         n += 1;
                         ws.send_ping(&b"are you there"[..]).await.expect("ping");
                         let mut bytes = m.as_bytes().to_vec();
-                        if n % 2 == 0 {
+                        if n.is_multiple_of(2) {
                             bytes[0] ^= 0xff;
                         }
                         ws.send(duplex::Message::from(bytes)).await.expect("echo");
