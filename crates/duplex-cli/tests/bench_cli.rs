@@ -411,3 +411,80 @@ fn json_payload_is_sent_as_text_and_echoed_through_deflate() {
     assert_eq!(num(&report, &["errors", "total"]), 0.0, "{report}");
     assert!(num(&report, &["messages", "echoes"]) > 0.0, "{report}");
 }
+
+/// A server, in this process, that sends a ping before every echo and corrupts every other
+/// echo (first byte flipped). Returns its URL and the count of pongs with the ping's payload.
+fn pinging_corrupting_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::sync::Arc;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    let url = format!("ws://{}/", listener.local_addr().expect("local address"));
+    let pongs = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&pongs);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("test runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            // One connection is all the test opens; the test process ends the thread.
+            let (stream, _) = listener.accept().await.expect("accept");
+            let config = duplex::server::ServerConfig::default();
+            let mut ws = duplex::server::accept(stream, &config)
+                .await
+                .expect("handshake");
+            let mut n = 0u64;
+            while let Some(Ok(event)) = ws.next_event().await {
+                match event {
+                    duplex::Event::Message(m) => {
+                        n += 1;
+                        ws.send_ping(&b"are you there"[..]).await.expect("ping");
+                        let mut bytes = m.as_bytes().to_vec();
+                        if n.is_multiple_of(2) {
+                            bytes[0] ^= 0xff;
+                        }
+                        ws.send(duplex::Message::from(bytes)).await.expect("echo");
+                    }
+                    duplex::Event::Pong(p) if &p[..] == b"are you there" => {
+                        counted.fetch_add(1, Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+        });
+    });
+    (url, pongs)
+}
+
+#[test]
+fn closed_loop_answers_pings_and_counts_wrong_echoes() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (url, pongs) = pinging_corrupting_server();
+    let (status, report, stderr) = bench(&[
+        &url,
+        "--connections",
+        "1",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+    ]);
+    assert!(status.success(), "{status}: {stderr}");
+    let echoes = num(&report, &["messages", "echoes"]);
+    let mismatch = num(&report, &["errors", "mismatch"]);
+    assert!(echoes >= 10.0, "{report}");
+    // Every other echo is wrong: each is counted (warm-up ones too: errors are counted for the
+    // whole run, echoes in the window), and the loop goes on.
+    assert!(
+        mismatch >= echoes / 2.0 - 2.0 && mismatch <= 0.75 * echoes,
+        "{mismatch} mismatches for {echoes} echoes: {report}"
+    );
+    assert_eq!(num(&report, &["errors", "io"]), 0.0, "{report}");
+    assert_eq!(report["connections"]["closed_cleanly"], 1, "{report}");
+    // Every ping was answered with its payload (the last pong may still be in flight).
+    assert!(pongs.load(Relaxed) as f64 >= echoes, "{report}");
+}

@@ -254,14 +254,49 @@ pub async fn connect_tls(
     .map_err(|_| Error::HandshakeTimeout(timeout))?
 }
 
-/// Runs the client handshake over a stream the caller connected (TCP, TLS, a proxy tunnel).
+/// The outcome of [`handshake_raw`]: the stream right after the server's 101 response.
+#[derive(Debug)]
+pub struct RawHandshake<S> {
+    /// The stream, positioned after the handshake response.
+    pub stream: S,
+    /// Bytes read past the response: the start of the server's first frames (usually empty).
+    pub leftover: BytesMut,
+    /// What was agreed (subprotocol, extensions).
+    pub negotiated: Negotiated,
+}
+
+/// Runs the opening handshake only, and gives the stream back instead of wrapping it in a
+/// [`WebSocket`]: for callers that run the frame protocol themselves (a load generator with a
+/// hand-tuned loop built on [`duplex_proto::frame`] and [`duplex_proto::mask`]).
 ///
-/// Cancel-safety: dropping it leaves `stream` (consumed) mid-handshake: the connection is lost, nothing else.
-pub async fn handshake<S>(
+/// The response is validated as in [`handshake`]. When `config.deflate.enabled` the offer is
+/// sent, and an agreement shows in `negotiated.extensions`: the caller must then implement
+/// permessage-deflate itself, so leave it off unless it does.
+///
+/// Cancel-safety: as [`handshake`].
+pub async fn handshake_raw<S>(
+    stream: S,
+    target: &Target,
+    config: &ClientConfig,
+) -> Result<RawHandshake<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (stream, mut buf, consumed, negotiated) = exchange(stream, target, config).await?;
+    Ok(RawHandshake {
+        stream,
+        leftover: buf.split_off(consumed),
+        negotiated,
+    })
+}
+
+/// Sends the request and validates the response: the stream, the bytes read, how many of them
+/// the response took, and what was agreed.
+async fn exchange<S>(
     mut stream: S,
     target: &Target,
     config: &ClientConfig,
-) -> Result<(WebSocket<S>, Negotiated)>
+) -> Result<(S, BytesMut, usize, Negotiated)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -298,6 +333,21 @@ where
         &[]
     };
     let negotiated = validate_response(&response, &key, &config.subprotocols, offered)?;
+    Ok((stream, buf, consumed, negotiated))
+}
+
+/// Runs the client handshake over a stream the caller connected (TCP, TLS, a proxy tunnel).
+///
+/// Cancel-safety: dropping it leaves `stream` (consumed) mid-handshake: the connection is lost, nothing else.
+pub async fn handshake<S>(
+    stream: S,
+    target: &Target,
+    config: &ClientConfig,
+) -> Result<(WebSocket<S>, Negotiated)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (stream, buf, consumed, negotiated) = exchange(stream, target, config).await?;
     let mut conn = Connection::new(
         Role::Client,
         config.protocol.clone(),

@@ -1,6 +1,7 @@
 //! Opening and closing benchmark connections.
 
-use duplex::client::{handshake, ClientConfig, Target};
+use bytes::BytesMut;
+use duplex::client::{handshake, handshake_raw, ClientConfig, Target};
 use duplex::{CloseCode, WebSocket};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -42,27 +43,64 @@ pub async fn resolve(target: &Target, sources: &[IpAddr]) -> Result<SocketAddr, 
         })
 }
 
+/// A connection whose opening handshake is done, without the WebSocket layer: for the lean
+/// closed-loop engine ([`super::raw_loop`]), which runs the frames itself.
+pub struct RawConn {
+    pub stream: TcpStream,
+    /// Bytes the server sent right after its handshake response.
+    pub leftover: BytesMut,
+}
+
 /// TCP connect (from `source` when given) plus the opening handshake, within the plan's
 /// timeout. Returns the connection and whether permessage-deflate was agreed.
 pub async fn connect(
     plan: &ConnectPlan,
     source: Option<IpAddr>,
 ) -> Result<(WebSocket<TcpStream>, bool), String> {
-    let attempt = async {
-        let socket = if plan.addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        if let Some(source) = source {
-            bind_address_no_port(&socket);
-            socket.bind(SocketAddr::new(source, 0))?;
-        }
-        let stream = socket.connect(plan.addr).await?;
-        stream.set_nodelay(true)?;
+    within_timeout(plan, source, async {
+        let stream = tcp_connect(plan, source).await?;
         let (ws, negotiated) = handshake(stream, &plan.target, &plan.config).await?;
-        Ok::<_, duplex::Error>((ws, !negotiated.extensions.is_empty()))
+        Ok((ws, !negotiated.extensions.is_empty()))
+    })
+    .await
+}
+
+/// As [`connect`], but hands the TCP stream back after the handshake. The plan must not offer
+/// permessage-deflate (the raw engine has no codec).
+pub async fn connect_raw(plan: &ConnectPlan, source: Option<IpAddr>) -> Result<RawConn, String> {
+    debug_assert!(!plan.config.deflate.enabled);
+    within_timeout(plan, source, async {
+        let stream = tcp_connect(plan, source).await?;
+        let raw = handshake_raw(stream, &plan.target, &plan.config).await?;
+        Ok(RawConn {
+            stream: raw.stream,
+            leftover: raw.leftover,
+        })
+    })
+    .await
+}
+
+async fn tcp_connect(plan: &ConnectPlan, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let socket = if plan.addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
     };
+    if let Some(source) = source {
+        bind_address_no_port(&socket);
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    let stream = socket.connect(plan.addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Runs `attempt` within the plan's timeout, naming the source address in errors.
+async fn within_timeout<T>(
+    plan: &ConnectPlan,
+    source: Option<IpAddr>,
+    attempt: impl std::future::Future<Output = Result<T, duplex::Error>>,
+) -> Result<T, String> {
     match tokio::time::timeout(plan.timeout, attempt).await {
         Ok(Ok(done)) => Ok(done),
         Ok(Err(e)) => Err(match source {

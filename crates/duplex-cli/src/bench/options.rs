@@ -86,7 +86,9 @@ pub struct BenchArgs {
     /// implies text messages).
     #[arg(long, value_enum, default_value_t = Payload::Random)]
     pub payload: Payload,
-    /// Offer permessage-deflate (the server must accept it: `duplex echo --deflate`).
+    /// Offer permessage-deflate (the server must accept it: `duplex echo --deflate`). The
+    /// closed loop then runs through the full WebSocket layer (its codec) instead of the lean
+    /// raw-frame engine, so the client costs more per echo.
     #[arg(long)]
     pub deflate: bool,
     /// Length of the measured window (e.g. 10s, 500ms, 2m; a bare number is seconds).

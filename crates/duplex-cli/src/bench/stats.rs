@@ -81,6 +81,17 @@ impl Recorder {
             .saturating_record(ns(latency));
     }
 
+    /// Closed-loop round trips in nanoseconds, recorded under one lock.
+    pub fn record_ns(&self, connection: usize, latencies: &[u64]) {
+        if latencies.is_empty() {
+            return;
+        }
+        let mut h = self.shard(connection);
+        for &ns in latencies {
+            h.latency.saturating_record(ns.max(1));
+        }
+    }
+
     /// An open-loop echo: latency from the intended time, from the actual send, and the lag
     /// between the two.
     pub fn record_open(
