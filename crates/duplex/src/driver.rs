@@ -52,7 +52,13 @@ pub(crate) fn poll_write_queue<W: AsyncWrite + Unpin + ?Sized>(
         let written = {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let n = queue.chunks_vectored(&mut slices);
-            ready!(Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..n]))?
+            // One slice (the usual small echo) goes out with write(2): writev(2) costs the
+            // kernel an iovec import for nothing.
+            if n == 1 {
+                ready!(Pin::new(&mut *writer).poll_write(cx, &slices[0]))?
+            } else {
+                ready!(Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..n]))?
+            }
         };
         if written == 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
