@@ -20,8 +20,12 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
-/// Read space made available before each read.
+/// Read space made available before a read into a connection's own (partly filled) buffer.
 const READ_CHUNK: usize = 8 * 1024;
+/// Size of the thread's shared read block. Reads into it have at least half of it free, so
+/// a message up to 32 KiB arrives in one read (one recv per 16 KiB echo instead of two) and a
+/// short read tells the runtime the socket is drained, saving a read that would block.
+const SHARED_READ_BLOCK: usize = 64 * 1024;
 /// Upper bound on how long a closing endpoint drains the peer's remaining input.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// Slices gathered for one vectored write.
@@ -79,7 +83,10 @@ thread_local! {
 /// connections, and what arrived is split off into `buf` (no copy: messages then share that
 /// allocation as they would share a per-connection one). An idle connection thus holds no
 /// read buffer: with 8 KiB reserved each, that was most of an idle connection's memory. Once a
-/// frame is partly buffered, reads go straight into `buf`.
+/// frame is partly buffered, reads go straight into `buf`; the reserve made before such a read
+/// (a view of the shared block has no spare room) copies the partial frame out of the block
+/// before the read can return `Pending`, so a connection stalled mid-frame never pins the
+/// block (`tests/partial_frame_memory.rs`).
 pub(crate) fn poll_read_into<R: AsyncRead + Unpin + ?Sized>(
     reader: &mut R,
     cx: &mut Context<'_>,
@@ -93,8 +100,8 @@ pub(crate) fn poll_read_into<R: AsyncRead + Unpin + ?Sized>(
                 let mut shared = shared.try_borrow_mut().ok()?;
                 // Empty here: every read is split off. Once its earlier parts are dropped,
                 // reserving reuses the allocation instead of making a new one.
-                if shared.capacity() < READ_CHUNK / 4 {
-                    shared.reserve(READ_CHUNK);
+                if shared.capacity() < SHARED_READ_BLOCK / 2 {
+                    shared.reserve(SHARED_READ_BLOCK);
                 }
                 Some(
                     tokio_util::io::poll_read_buf(Pin::new(&mut *reader), cx, &mut *shared).map_ok(

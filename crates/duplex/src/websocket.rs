@@ -117,6 +117,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     ///
     /// Cancel-safety: cancel-safe. Nothing is lost if the future is dropped: a message is
     /// taken from the protocol state only when it is returned.
+    ///
+    /// Memory: a message that arrived in one read shares that read's storage (no copy), a
+    /// block of up to 64 KiB shared with other messages of the thread. To keep many small
+    /// messages for long, copy them out (`Bytes::copy_from_slice`) so they don't hold it.
     pub async fn recv(&mut self) -> Option<Result<Message>> {
         loop {
             if let Some(item) = into_message(self.next_event().await?) {
