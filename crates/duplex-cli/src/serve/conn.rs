@@ -135,11 +135,19 @@ async fn serve(
     };
 
     let write = async {
+        // One timer for the connection's life, moved only when the heartbeat deadline moves: a
+        // fresh `sleep_until` per message would register and deregister a timer per delivery.
+        let heartbeat_timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(heartbeat_timer);
         loop {
-            let deadline = heartbeat
+            let deadline: Instant = heartbeat
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .poll_timeout();
+                .poll_timeout()
+                .into();
+            if heartbeat_timer.deadline() != deadline {
+                heartbeat_timer.as_mut().reset(deadline);
+            }
             tokio::select! {
                 biased;
                 item = outbound.recv() => match item {
@@ -154,7 +162,7 @@ async fn serve(
                     }
                     None => return,
                 },
-                () = tokio::time::sleep_until(deadline.into()) => {
+                () = &mut heartbeat_timer => {
                     let action = heartbeat
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
