@@ -53,16 +53,15 @@ pub(crate) fn poll_write_queue<W: AsyncWrite + Unpin + ?Sized>(
     queue: &mut TransmitQueue,
 ) -> Poll<io::Result<()>> {
     while queue.has_remaining() {
-        let written = {
+        let chunk = queue.chunk();
+        // One contiguous chunk (the usual small message) goes out with write(2): writev(2)
+        // would cost the kernel an iovec import, and gathering slices costs us, for nothing.
+        let written = if chunk.len() == queue.remaining() {
+            ready!(Pin::new(&mut *writer).poll_write(cx, chunk))?
+        } else {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let n = queue.chunks_vectored(&mut slices);
-            // One slice (the usual small echo) goes out with write(2): writev(2) costs the
-            // kernel an iovec import for nothing.
-            if n == 1 {
-                ready!(Pin::new(&mut *writer).poll_write(cx, &slices[0]))?
-            } else {
-                ready!(Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..n]))?
-            }
+            ready!(Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..n]))?
         };
         if written == 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
