@@ -6,12 +6,15 @@
 
 use crate::frame::{encode_header, FrameHeader};
 use crate::mask::apply_mask;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
 /// Payloads up to this size are copied next to their header; larger ones are queued by reference.
 const INLINE_PAYLOAD_MAX: usize = 4096;
+
+/// Longest frame header: 2 bytes, 8 of extended length, 4 of masking key.
+const MAX_HEADER_LEN: usize = 14;
 
 /// An empty queue keeps an append buffer up to this size, so small messages do not allocate
 /// each time; a larger one is freed (see [`TransmitQueue::release_if_empty`]).
@@ -23,8 +26,12 @@ pub const IDLE_KEEP_CAPACITY: usize = 256;
 pub struct TransmitQueue {
     /// Frozen chunks, all before `tail`.
     chunks: VecDeque<Bytes>,
-    /// Where headers and small payloads are appended.
-    tail: BytesMut,
+    /// Where headers and small payloads are appended; `tail[tail_start..]` waits.
+    ///
+    /// A plain `Vec` with a cursor: once written out it is cleared in place, so the next
+    /// small frame is a copy into memory already there (no reserve or reclaim per message).
+    tail: Vec<u8>,
+    tail_start: usize,
     len: usize,
 }
 
@@ -41,6 +48,8 @@ impl TransmitQueue {
 
     /// Queues one frame. `header.mask` set means the payload is masked on the way in (client).
     pub(crate) fn push_frame(&mut self, header: FrameHeader, payload: Bytes) {
+        let copied = header.mask.is_some() || payload.len() <= INLINE_PAYLOAD_MAX;
+        self.make_room(MAX_HEADER_LEN + if copied { payload.len() } else { 0 });
         let before = self.tail.len();
         encode_header(&header, &mut self.tail);
         self.len += self.tail.len() - before + payload.len();
@@ -52,11 +61,37 @@ impl TransmitQueue {
             }
             None if payload.len() <= INLINE_PAYLOAD_MAX => self.tail.extend_from_slice(&payload),
             None => {
-                self.chunks
-                    .push_back(std::mem::take(&mut self.tail).freeze());
+                self.freeze_tail();
                 self.chunks.push_back(payload);
             }
         }
+    }
+
+    /// Ensures `additional` bytes fit after what waits in the append buffer. Space already
+    /// written out is reused first (moving what waits to the front), so a queue that never
+    /// fully drains does not keep everything it ever held.
+    fn make_room(&mut self, additional: usize) {
+        if self.tail.capacity() - self.tail.len() >= additional {
+            return;
+        }
+        if self.tail_start > 0 {
+            self.tail.drain(..self.tail_start);
+            self.tail_start = 0;
+        }
+        self.tail.reserve(additional);
+    }
+
+    /// Moves what waits in the append buffer to the chunk list (no copy), before a chunk
+    /// queued by reference.
+    fn freeze_tail(&mut self) {
+        if self.tail.len() > self.tail_start {
+            let mut frozen = Bytes::from(std::mem::take(&mut self.tail));
+            frozen.advance(self.tail_start);
+            self.chunks.push_back(frozen);
+        } else {
+            self.tail.clear();
+        }
+        self.tail_start = 0;
     }
 
     /// Queues bytes that are already an encoded frame (shared across connections): small ones
@@ -64,12 +99,10 @@ impl TransmitQueue {
     pub(crate) fn push_encoded(&mut self, frame: &Bytes) {
         self.len += frame.len();
         if frame.len() <= INLINE_PAYLOAD_MAX {
+            self.make_room(frame.len());
             self.tail.extend_from_slice(frame);
         } else {
-            if !self.tail.is_empty() {
-                self.chunks
-                    .push_back(std::mem::take(&mut self.tail).freeze());
-            }
+            self.freeze_tail();
             self.chunks.push_back(frame.clone());
         }
     }
@@ -78,7 +111,10 @@ impl TransmitQueue {
     pub fn pop_chunk(&mut self) -> Option<Bytes> {
         let chunk = match self.chunks.pop_front() {
             Some(c) => c,
-            None if !self.tail.is_empty() => std::mem::take(&mut self.tail).freeze(),
+            None if self.tail.len() > self.tail_start => {
+                self.freeze_tail();
+                self.chunks.pop_front()?
+            }
             None => return None,
         };
         self.len -= chunk.len();
@@ -93,10 +129,9 @@ impl TransmitQueue {
         if self.len != 0 {
             return;
         }
-        // The append buffer is never shared (chunks are taken out of it whole), so reclaiming
-        // succeeds exactly when its allocation exceeds the bound (written bytes included).
-        if self.tail.try_reclaim(IDLE_KEEP_CAPACITY + 1) {
-            self.tail = BytesMut::new();
+        if self.tail.capacity() > IDLE_KEEP_CAPACITY {
+            self.tail = Vec::new();
+            self.tail_start = 0;
         }
         if self.chunks.capacity() != 0 {
             self.chunks = VecDeque::new();
@@ -118,7 +153,7 @@ impl Buf for TransmitQueue {
     fn chunk(&self) -> &[u8] {
         match self.chunks.front() {
             Some(c) => c,
-            None => &self.tail,
+            None => &self.tail[self.tail_start..],
         }
     }
 
@@ -128,7 +163,7 @@ impl Buf for TransmitQueue {
             .chunks
             .iter()
             .map(|c| &c[..])
-            .chain(std::iter::once(&self.tail[..]))
+            .chain(std::iter::once(&self.tail[self.tail_start..]))
         {
             if n == dst.len() {
                 break;
@@ -158,7 +193,12 @@ impl Buf for TransmitQueue {
                     cnt = 0;
                 }
                 None => {
-                    self.tail.advance(cnt);
+                    self.tail_start += cnt;
+                    if self.tail_start == self.tail.len() {
+                        // All written: append from the start again.
+                        self.tail.clear();
+                        self.tail_start = 0;
+                    }
                     cnt = 0;
                 }
             }
@@ -213,6 +253,37 @@ mod tests {
         assert_eq!(all.len(), total);
         assert_eq!(&all[..5], &[0x82, 3, b'a', b'b', b'c']);
         assert_eq!(&all[all.len() - 2..], b"de");
+    }
+
+    #[test]
+    fn a_queue_that_never_drains_reuses_written_space() {
+        let mut q = TransmitQueue::default();
+        let mut written = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..10_000u32 {
+            let payload = Bytes::from(i.to_be_bytes().repeat(25));
+            let mut frame = vec![0x82, 100];
+            frame.extend_from_slice(&payload);
+            expected.extend_from_slice(&frame);
+            q.push_frame(header(100, None), payload);
+            // A slow peer: less than one frame goes out per frame queued, so the queue never
+            // empties; what was written must not stay allocated.
+            let take = q.chunk().len().min(90);
+            written.extend_from_slice(&q.chunk()[..take]);
+            q.advance(take);
+            assert!(
+                q.capacity() <= 4 * q.len() + 1024,
+                "{} held for {} waiting",
+                q.capacity(),
+                q.len()
+            );
+        }
+        while q.has_remaining() {
+            let take = q.chunk().len();
+            written.extend_from_slice(&q.chunk()[..take]);
+            q.advance(take);
+        }
+        assert_eq!(written, expected);
     }
 
     #[test]
