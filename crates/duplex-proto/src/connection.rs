@@ -30,6 +30,7 @@ use crate::utf8::Utf8Validator;
 use crate::Role;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Something the peer did, for the application.
@@ -141,41 +142,61 @@ struct InMessage {
 /// server.send_text("Hi").unwrap();
 /// assert_eq!(&server.poll_transmit().unwrap()[..], &[0x81, 0x02, b'H', b'i']);
 /// ```
+///
+/// Memory: a server holds one of these per connection, and most connections are idle most of
+/// the time, so state that only some connections ever use lives behind a box allocated on
+/// first use (closing and failure, held-back pongs, heartbeat and idle timers), and the
+/// settings are shared (`Arc`) rather than copied into each connection.
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
-    config: Config,
     state: State,
-    input: BytesMut,
-    frame: Option<InFrame>,
-    message: Option<InMessage>,
-    utf8: Utf8Validator,
-    queue: VecDeque<Queued>,
-    out: TransmitQueue,
-    error: Option<ProtocolError>,
     /// Input after a failure or after the peer's close is discarded.
     discard_input: bool,
     /// A failure took effect: our close frame (if any) is queued.
     failed: bool,
     eof_received: bool,
     close_timed_out: bool,
-    close_received: Option<Option<CloseFrame>>,
-    close_deadline: Option<Instant>,
-    next_ping: Option<Instant>,
-    pong_deadline: Option<Instant>,
-    /// Type of the fragmented message we are sending, if any.
-    sending: Option<MessageKind>,
-    send_utf8: Utf8Validator,
-    /// RSV bits a negotiated extension lets the first frame of a data message carry.
-    data_rsv_allowed: u8,
-    /// permessage-deflate state, when negotiated (boxed: most connections go without).
-    deflate: Option<Box<DeflateCodec>>,
-    /// Answer to the latest ping, held back while the peer is not reading what we send.
-    pending_pong: Option<Bytes>,
-    /// When a message was last received (for `idle_timeout`).
-    last_message_at: Instant,
     /// A message was sent since the last timer check (sends take no `now`).
     sent_since_timer: bool,
+    /// Type of the fragmented message we are sending, if any.
+    sending: Option<MessageKind>,
+    /// RSV bits a negotiated extension lets the first frame of a data message carry.
+    data_rsv_allowed: u8,
+    utf8: Utf8Validator,
+    send_utf8: Utf8Validator,
+    config: Arc<Config>,
+    input: BytesMut,
+    frame: Option<InFrame>,
+    message: Option<InMessage>,
+    queue: VecDeque<Queued>,
+    out: TransmitQueue,
+    /// permessage-deflate state, when negotiated (boxed: most connections go without).
+    deflate: Option<Box<DeflateCodec>>,
+    /// Heartbeat and idle timers, present when `ping_interval` or `idle_timeout` is set.
+    timers: Option<Box<Timers>>,
+    /// Closing-handshake and failure state, allocated when the connection starts to close or
+    /// fail (or a pong must be held back): an open connection never needs it.
+    closing: Option<Box<Closing>>,
+}
+
+/// Timer state of a connection with heartbeats or an idle timeout.
+#[derive(Debug)]
+struct Timers {
+    next_ping: Option<Instant>,
+    pong_deadline: Option<Instant>,
+    /// When a message was last received (for `idle_timeout`).
+    last_message_at: Instant,
+}
+
+/// State of a connection that is closing, failed, or holds back a pong.
+#[derive(Debug, Default)]
+struct Closing {
+    error: Option<ProtocolError>,
+    close_received: Option<Option<CloseFrame>>,
+    close_deadline: Option<Instant>,
+    /// Answer to the latest ping, held back while the peer is not reading what we send.
+    pending_pong: Option<Bytes>,
 }
 
 /// While more than this many bytes wait to be written, pings are answered only once (for the
@@ -199,34 +220,39 @@ pub const IDLE_BUFFER_BOUND: usize =
 impl Connection {
     /// A connection that just completed its opening handshake. Bytes the peer sent after its
     /// handshake must be fed with [`receive_data`](Self::receive_data).
-    pub fn new(role: Role, config: Config, now: Instant) -> Self {
-        let next_ping = config.ping_interval.map(|i| now + i);
+    ///
+    /// `config` is a [`Config`] or an `Arc<Config>`: connections made from one `Arc` share it
+    /// instead of each holding a copy (a server with many connections should do so).
+    pub fn new(role: Role, config: impl Into<Arc<Config>>, now: Instant) -> Self {
+        let config = config.into();
+        let timers = (config.ping_interval.is_some() || config.idle_timeout.is_some()).then(|| {
+            Box::new(Timers {
+                next_ping: config.ping_interval.map(|i| now + i),
+                pong_deadline: None,
+                last_message_at: now,
+            })
+        });
         Connection {
             role,
-            config,
             state: State::Open,
-            input: BytesMut::new(),
-            frame: None,
-            message: None,
-            utf8: Utf8Validator::default(),
-            queue: VecDeque::new(),
-            out: TransmitQueue::default(),
-            error: None,
             discard_input: false,
             failed: false,
             eof_received: false,
             close_timed_out: false,
-            close_received: None,
-            close_deadline: None,
-            next_ping,
-            pong_deadline: None,
-            sending: None,
-            send_utf8: Utf8Validator::default(),
-            data_rsv_allowed: 0,
-            deflate: None,
-            pending_pong: None,
-            last_message_at: now,
             sent_since_timer: false,
+            sending: None,
+            data_rsv_allowed: 0,
+            utf8: Utf8Validator::default(),
+            send_utf8: Utf8Validator::default(),
+            config,
+            input: BytesMut::new(),
+            frame: None,
+            message: None,
+            queue: VecDeque::new(),
+            out: TransmitQueue::default(),
+            deflate: None,
+            timers,
+            closing: None,
         }
     }
 
@@ -249,12 +275,12 @@ impl Connection {
 
     /// The error that failed the connection, if any.
     pub fn error(&self) -> Option<&ProtocolError> {
-        self.error.as_ref()
+        self.closing.as_ref()?.error.as_ref()
     }
 
     /// The peer's close frame once received (`Some(None)`: it carried no status code).
     pub fn close_received(&self) -> Option<&Option<CloseFrame>> {
-        self.close_received.as_ref()
+        self.closing.as_ref()?.close_received.as_ref()
     }
 
     /// Whether the transport should now be closed, once the transmit queue is flushed.
@@ -312,12 +338,12 @@ impl Connection {
         self.eof_received = true;
         self.discard_input = true;
         self.input.clear();
-        let clean = self.close_received.is_some() || self.error.is_some();
+        let clean = self.close_received().is_some() || self.error().is_some();
         self.state = State::Closed;
         if clean {
             Ok(())
         } else {
-            self.error = Some(ProtocolError::UnexpectedEof);
+            self.closing_mut().error = Some(ProtocolError::UnexpectedEof);
             Err(ProtocolError::UnexpectedEof)
         }
     }
@@ -365,12 +391,22 @@ impl Connection {
     /// Queues the held-back pong once the output has room for it.
     fn release_pong(&mut self) {
         if self.out.len() < PONG_BACKLOG_LIMIT {
-            if let Some(payload) = self.pending_pong.take() {
+            if let Some(payload) = self.closing.as_mut().and_then(|c| c.pending_pong.take()) {
                 if self.state == State::Open {
                     self.push_frame(OpCode::Pong, true, payload);
                 }
             }
         }
+    }
+
+    /// The closing state, allocated on first use.
+    fn closing_mut(&mut self) -> &mut Closing {
+        self.closing.get_or_insert_with(Box::default)
+    }
+
+    /// When the close timeout expires, if it is running.
+    fn close_deadline(&self) -> Option<Instant> {
+        self.closing.as_ref()?.close_deadline
     }
 
     /// Queues a text message.
@@ -507,7 +543,8 @@ impl Connection {
             reason: reason.into(),
         }));
         self.state = State::Closing;
-        self.close_deadline = Some(now + self.config.close_timeout);
+        let deadline = now + self.config.close_timeout;
+        self.closing_mut().close_deadline = Some(deadline);
         Ok(())
     }
 
@@ -522,27 +559,29 @@ impl Connection {
             }
         };
         if self.state == State::Open {
-            consider(self.next_ping);
-            consider(self.pong_deadline);
-            consider(self.config.idle_timeout.map(|t| self.last_message_at + t));
+            if let Some(timers) = &self.timers {
+                consider(timers.next_ping);
+                consider(timers.pong_deadline);
+                consider(self.config.idle_timeout.map(|t| timers.last_message_at + t));
+            }
         }
         if !self.close_timed_out && !self.eof_received {
-            consider(self.close_deadline);
+            consider(self.close_deadline());
         }
         earliest
     }
 
     /// Runs the timers due at `now`: heartbeat pings, pong and close timeouts.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ProtocolError> {
-        if let Some(deadline) = self.close_deadline {
+        if let Some(deadline) = self.close_deadline() {
             if now >= deadline && !self.close_timed_out && !self.eof_received {
                 self.close_timed_out = true;
                 self.discard_input = true;
                 if self.state != State::Closed {
                     self.state = State::Closed;
-                    if self.error.is_none() {
+                    if self.error().is_none() {
                         let err = ProtocolError::CloseTimeout(self.config.close_timeout);
-                        self.error = Some(err.clone());
+                        self.closing_mut().error = Some(err.clone());
                         return Err(err);
                     }
                 }
@@ -552,26 +591,29 @@ impl Connection {
         if self.state != State::Open {
             return Ok(());
         }
-        if let Some(deadline) = self.pong_deadline {
+        let Some(timers) = self.timers.as_deref_mut() else {
+            return Ok(());
+        };
+        if let Some(deadline) = timers.pong_deadline {
             if now >= deadline {
                 return Err(self.fail(ProtocolError::PongTimeout(self.config.pong_timeout), now));
             }
         }
         if let Some(idle) = self.config.idle_timeout {
             if std::mem::take(&mut self.sent_since_timer) {
-                self.last_message_at = self.last_message_at.max(now);
+                timers.last_message_at = timers.last_message_at.max(now);
             }
-            if now >= self.last_message_at + idle {
+            if now >= timers.last_message_at + idle {
                 // Not a failure: an orderly close of a connection nobody uses (1001).
                 let _ = self.close(CloseCode::GOING_AWAY, "idle timeout", now);
                 return Ok(());
             }
         }
-        if let Some(at) = self.next_ping {
+        if let Some(at) = timers.next_ping {
             if now >= at {
+                timers.next_ping = None;
+                timers.pong_deadline = Some(now + self.config.pong_timeout);
                 self.push_frame(OpCode::Ping, true, Bytes::new());
-                self.next_ping = None;
-                self.pong_deadline = Some(now + self.config.pong_timeout);
             }
         }
         Ok(())
@@ -625,9 +667,18 @@ impl Connection {
 
     fn saw_traffic(&mut self, now: Instant) {
         // Anything from the peer proves it is alive.
-        self.pong_deadline = None;
-        if let Some(interval) = self.config.ping_interval {
-            self.next_ping = Some(now + interval);
+        if let Some(timers) = &mut self.timers {
+            timers.pong_deadline = None;
+            if let Some(interval) = self.config.ping_interval {
+                timers.next_ping = Some(now + interval);
+            }
+        }
+    }
+
+    /// A complete message arrived (for `idle_timeout`).
+    fn saw_message(&mut self, now: Instant) {
+        if let Some(timers) = &mut self.timers {
+            timers.last_message_at = now;
         }
     }
 
@@ -811,7 +862,7 @@ impl Connection {
             }
             MessageKind::Binary => Message::Binary(data),
         };
-        self.last_message_at = now;
+        self.saw_message(now);
         self.push_event(Event::Message(message));
         Ok(true)
     }
@@ -863,7 +914,7 @@ impl Connection {
             self.frame = None;
             if last {
                 self.message = None;
-                self.last_message_at = now;
+                self.saw_message(now);
             } else {
                 match &mut self.message {
                     Some(m) => m.delivered += frame.delivered,
@@ -909,9 +960,16 @@ impl Connection {
             OpCode::Ping => {
                 if self.config.auto_pong && self.state == State::Open {
                     // Replaces an older unanswered ping's pong (§5.5.3 allows answering only
-                    // the latest); released at once unless the output is backed up.
-                    self.pending_pong = Some(payload.clone());
-                    self.release_pong();
+                    // the latest); sent at once unless the output is backed up (only then is
+                    // it held, in the closing state).
+                    if self.out.len() < PONG_BACKLOG_LIMIT {
+                        if let Some(closing) = &mut self.closing {
+                            closing.pending_pong = None;
+                        }
+                        self.push_frame(OpCode::Pong, true, payload.clone());
+                    } else {
+                        self.closing_mut().pending_pong = Some(payload.clone());
+                    }
                 }
                 self.push_event(Event::Ping(payload));
             }
@@ -929,7 +987,7 @@ impl Connection {
     fn on_close_received(&mut self, close: Option<CloseFrame>, now: Instant) {
         self.discard_input = true;
         self.message = None;
-        self.close_received = Some(close.clone());
+        self.closing_mut().close_received = Some(close.clone());
         if self.queue.is_empty() {
             self.apply_peer_close(close.clone(), now);
             self.push_event(Event::Close(close));
@@ -949,7 +1007,8 @@ impl Connection {
         }
         self.state = State::Closed;
         // A client now waits for the server to close TCP, but not forever.
-        self.close_deadline = Some(now + self.config.close_timeout);
+        let deadline = now + self.config.close_timeout;
+        self.closing_mut().close_deadline = Some(deadline);
     }
 
     /// Fails the connection (§7.1.7): stops reading at once and records the error; the close
@@ -959,8 +1018,9 @@ impl Connection {
         self.discard_input = true;
         self.frame = None;
         self.message = None;
-        if self.error.is_none() {
-            self.error = Some(error.clone());
+        let closing = self.closing_mut();
+        if closing.error.is_none() {
+            closing.error = Some(error.clone());
         }
         if self.queue.is_empty() {
             self.apply_failure(error.clone(), now);
@@ -987,9 +1047,8 @@ impl Connection {
             }
             self.state = State::Closing;
         }
-        if self.close_deadline.is_none() {
-            self.close_deadline = Some(now + self.config.close_timeout);
-        }
+        let deadline = now + self.config.close_timeout;
+        self.closing_mut().close_deadline.get_or_insert(deadline);
     }
 
     fn check_can_send_data(&self) -> Result<(), SendError> {
