@@ -92,11 +92,15 @@ pub enum Compression {
     Never,
 }
 
-/// Frame being received: its header, whether its message is compressed, and how much of its
-/// payload (at the start of the input buffer) was already unmasked and validated.
+/// Frame being received: what of its header is still needed, whether its message is
+/// compressed, and how much of its payload (at the start of the input buffer) was already
+/// unmasked and validated. Not a whole `FrameHeader`: its length duplicates `len` and its RSV
+/// bits are checked once, and every connection carries this field.
 #[derive(Debug, Clone, Copy)]
 struct InFrame {
-    header: FrameHeader,
+    opcode: OpCode,
+    fin: bool,
+    mask: Option<[u8; 4]>,
     /// Payload bytes not yet taken out of the input buffer.
     len: usize,
     /// Of those, how many (at the start of the input buffer) are unmasked and validated.
@@ -699,7 +703,9 @@ impl Connection {
                             _ => self.message.as_ref().is_some_and(|m| m.compressed),
                         };
                         let frame = InFrame {
-                            header,
+                            opcode: header.opcode,
+                            fin: header.fin,
+                            mask: header.mask,
                             len,
                             checked: 0,
                             offset: 0,
@@ -712,7 +718,7 @@ impl Connection {
                     Err(e) => return Err(self.fail(e.into(), now)),
                 },
             };
-            let complete = if frame.header.opcode.is_control() {
+            let complete = if frame.opcode.is_control() {
                 self.advance_control_frame(frame, now)
             } else {
                 self.advance_data_frame(frame, now)
@@ -788,7 +794,7 @@ impl Connection {
         mut frame: InFrame,
         now: Instant,
     ) -> Result<bool, ProtocolError> {
-        let kind = match (frame.header.opcode, &self.message) {
+        let kind = match (frame.opcode, &self.message) {
             (OpCode::Text, _) => MessageKind::Text,
             (OpCode::Binary, _) => MessageKind::Binary,
             (_, Some(m)) => m.kind,
@@ -798,7 +804,7 @@ impl Connection {
         let available = self.input.len().min(frame.len);
         if available > frame.checked {
             let fresh = &mut self.input[frame.checked..available];
-            if let Some(key) = frame.header.mask {
+            if let Some(key) = frame.mask {
                 apply_mask(fresh, key, frame.offset + frame.checked);
             }
             // Plain text is validated as it arrives, so bad UTF-8 fails before the frame ends.
@@ -818,7 +824,7 @@ impl Connection {
         }
         let payload = self.input.split_to(frame.len);
         self.frame = None;
-        let fin = frame.header.fin;
+        let fin = frame.fin;
         let data = if frame.compressed {
             let mut out = self.message.take().map(|m| m.data).unwrap_or_default();
             let start = out.len();
@@ -885,7 +891,7 @@ impl Connection {
         frame.len -= take;
         frame.offset += take;
         frame.checked = 0;
-        let last = frame_done && frame.header.fin;
+        let last = frame_done && frame.fin;
         let data = if frame.compressed {
             let before = self.message.as_ref().map_or(0, |m| m.delivered) + frame.delivered;
             let limit = self.config.max_message_size.saturating_sub(before);
@@ -952,11 +958,11 @@ impl Connection {
         }
         let mut payload = self.input.split_to(frame.len);
         self.frame = None;
-        if let Some(key) = frame.header.mask {
+        if let Some(key) = frame.mask {
             apply_mask(&mut payload, key, 0);
         }
         let payload = payload.freeze();
-        match frame.header.opcode {
+        match frame.opcode {
             OpCode::Ping => {
                 if self.config.auto_pong && self.state == State::Open {
                     // Replaces an older unanswered ping's pong (§5.5.3 allows answering only
