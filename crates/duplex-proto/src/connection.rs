@@ -149,8 +149,8 @@ struct InMessage {
 ///
 /// Memory: a server holds one of these per connection, and most connections are idle most of
 /// the time, so state that only some connections ever use lives behind a box allocated on
-/// first use (closing and failure, held-back pongs, heartbeat and idle timers), and the
-/// settings are shared (`Arc`) rather than copied into each connection.
+/// first use (closing and failure, held-back pongs, fragmented messages, heartbeat and idle
+/// timers), and the settings are shared (`Arc`) rather than copied into each connection.
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
@@ -168,20 +168,18 @@ pub struct Connection {
     /// RSV bits a negotiated extension lets the first frame of a data message carry.
     data_rsv_allowed: u8,
     utf8: Utf8Validator,
-    send_utf8: Utf8Validator,
     config: Arc<Config>,
     input: BytesMut,
     frame: Option<InFrame>,
-    message: Option<InMessage>,
     queue: VecDeque<Queued>,
     out: TransmitQueue,
     /// permessage-deflate state, when negotiated (boxed: most connections go without).
     deflate: Option<Box<DeflateCodec>>,
     /// Heartbeat and idle timers, present when `ping_interval` or `idle_timeout` is set.
     timers: Option<Box<Timers>>,
-    /// Closing-handshake and failure state, allocated when the connection starts to close or
-    /// fail (or a pong must be held back): an open connection never needs it.
-    closing: Option<Box<Closing>>,
+    /// State of rare events, allocated at the first of them (a close, a failure, a held-back
+    /// pong, a fragmented message either way) and kept: most connections never need it.
+    rare: Option<Box<Rare>>,
 }
 
 /// Timer state of a connection with heartbeats or an idle timeout.
@@ -193,9 +191,13 @@ struct Timers {
     last_message_at: Instant,
 }
 
-/// State of a connection that is closing, failed, or holds back a pong.
+/// See `Connection::rare`.
 #[derive(Debug, Default)]
-struct Closing {
+struct Rare {
+    /// Fragmented message being received.
+    message: Option<InMessage>,
+    /// Validates the text of the fragmented message we are sending.
+    send_utf8: Utf8Validator,
     error: Option<ProtocolError>,
     close_received: Option<Option<CloseFrame>>,
     close_deadline: Option<Instant>,
@@ -247,16 +249,14 @@ impl Connection {
             sending: None,
             data_rsv_allowed: 0,
             utf8: Utf8Validator::default(),
-            send_utf8: Utf8Validator::default(),
             config,
             input: BytesMut::new(),
             frame: None,
-            message: None,
             queue: VecDeque::new(),
             out: TransmitQueue::default(),
             deflate: None,
             timers,
-            closing: None,
+            rare: None,
         }
     }
 
@@ -279,12 +279,12 @@ impl Connection {
 
     /// The error that failed the connection, if any.
     pub fn error(&self) -> Option<&ProtocolError> {
-        self.closing.as_ref()?.error.as_ref()
+        self.rare.as_ref()?.error.as_ref()
     }
 
     /// The peer's close frame once received (`Some(None)`: it carried no status code).
     pub fn close_received(&self) -> Option<&Option<CloseFrame>> {
-        self.closing.as_ref()?.close_received.as_ref()
+        self.rare.as_ref()?.close_received.as_ref()
     }
 
     /// Whether the transport should now be closed, once the transmit queue is flushed.
@@ -347,7 +347,7 @@ impl Connection {
         if clean {
             Ok(())
         } else {
-            self.closing_mut().error = Some(ProtocolError::UnexpectedEof);
+            self.rare_mut().error = Some(ProtocolError::UnexpectedEof);
             Err(ProtocolError::UnexpectedEof)
         }
     }
@@ -395,7 +395,7 @@ impl Connection {
     /// Queues the held-back pong once the output has room for it.
     fn release_pong(&mut self) {
         if self.out.len() < PONG_BACKLOG_LIMIT {
-            if let Some(payload) = self.closing.as_mut().and_then(|c| c.pending_pong.take()) {
+            if let Some(payload) = self.rare.as_mut().and_then(|r| r.pending_pong.take()) {
                 if self.state == State::Open {
                     self.push_frame(OpCode::Pong, true, payload);
                 }
@@ -403,14 +403,24 @@ impl Connection {
         }
     }
 
-    /// The closing state, allocated on first use.
-    fn closing_mut(&mut self) -> &mut Closing {
-        self.closing.get_or_insert_with(Box::default)
+    /// The rare state, allocated on first use.
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// The fragmented message being received, if any.
+    fn in_message(&self) -> Option<&InMessage> {
+        self.rare.as_ref()?.message.as_ref()
+    }
+
+    /// Takes the fragmented message being received, if any.
+    fn take_message(&mut self) -> Option<InMessage> {
+        self.rare.as_mut()?.message.take()
     }
 
     /// When the close timeout expires, if it is running.
     fn close_deadline(&self) -> Option<Instant> {
-        self.closing.as_ref()?.close_deadline
+        self.rare.as_ref()?.close_deadline
     }
 
     /// Queues a text message.
@@ -503,16 +513,16 @@ impl Connection {
             Some(_) => return Err(SendError::FragmentTypeMismatch),
         };
         if kind == MessageKind::Text {
-            if self.sending.is_none() {
-                self.send_utf8.reset();
+            let first = self.sending.is_none();
+            let validator = &mut self.rare_mut().send_utf8;
+            if first {
+                validator.reset();
             }
-            self.send_utf8
+            validator
                 .feed(&payload)
                 .map_err(|_| SendError::InvalidUtf8)?;
             if fin {
-                self.send_utf8
-                    .finish()
-                    .map_err(|_| SendError::InvalidUtf8)?;
+                validator.finish().map_err(|_| SendError::InvalidUtf8)?;
             }
         }
         self.push_frame(opcode, fin, payload);
@@ -548,7 +558,7 @@ impl Connection {
         }));
         self.state = State::Closing;
         let deadline = now + self.config.close_timeout;
-        self.closing_mut().close_deadline = Some(deadline);
+        self.rare_mut().close_deadline = Some(deadline);
         Ok(())
     }
 
@@ -585,7 +595,7 @@ impl Connection {
                     self.state = State::Closed;
                     if self.error().is_none() {
                         let err = ProtocolError::CloseTimeout(self.config.close_timeout);
-                        self.closing_mut().error = Some(err.clone());
+                        self.rare_mut().error = Some(err.clone());
                         return Err(err);
                     }
                 }
@@ -663,7 +673,7 @@ impl Connection {
     pub fn buffer_capacity(&self) -> usize {
         self.input.capacity()
             + self.queue.capacity() * std::mem::size_of::<Queued>()
-            + self.message.as_ref().map_or(0, |m| m.data.capacity())
+            + self.in_message().map_or(0, |m| m.data.capacity())
             + self.out.capacity()
     }
 
@@ -700,7 +710,7 @@ impl Connection {
                         self.input.advance(header_len);
                         let compressed = match header.opcode {
                             OpCode::Text | OpCode::Binary => header.rsv & RSV1 != 0,
-                            _ => self.message.as_ref().is_some_and(|m| m.compressed),
+                            _ => self.in_message().is_some_and(|m| m.compressed),
                         };
                         let frame = InFrame {
                             opcode: header.opcode,
@@ -755,7 +765,7 @@ impl Connection {
             }
             return Ok(h.payload_len as usize);
         }
-        match (h.opcode, &self.message) {
+        match (h.opcode, self.in_message()) {
             (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
             (OpCode::Text | OpCode::Binary, Some(_)) => {
                 return Err(ProtocolError::ExpectedContinuation)
@@ -772,13 +782,10 @@ impl Connection {
         }
         // A compressed message is measured after inflation, while inflating.
         let compressed = match h.opcode {
-            OpCode::Continuation => self.message.as_ref().is_some_and(|m| m.compressed),
+            OpCode::Continuation => self.in_message().is_some_and(|m| m.compressed),
             _ => h.rsv & RSV1 != 0,
         };
-        let so_far = self
-            .message
-            .as_ref()
-            .map_or(0, |m| m.data.len() + m.delivered);
+        let so_far = self.in_message().map_or(0, |m| m.data.len() + m.delivered);
         if !compressed && so_far.saturating_add(len) > self.config.max_message_size {
             return Err(ProtocolError::MessageTooLarge {
                 max: self.config.max_message_size,
@@ -794,7 +801,7 @@ impl Connection {
         mut frame: InFrame,
         now: Instant,
     ) -> Result<bool, ProtocolError> {
-        let kind = match (frame.opcode, &self.message) {
+        let kind = match (frame.opcode, self.in_message()) {
             (OpCode::Text, _) => MessageKind::Text,
             (OpCode::Binary, _) => MessageKind::Binary,
             (_, Some(m)) => m.kind,
@@ -826,7 +833,7 @@ impl Connection {
         self.frame = None;
         let fin = frame.fin;
         let data = if frame.compressed {
-            let mut out = self.message.take().map(|m| m.data).unwrap_or_default();
+            let mut out = self.take_message().map(|m| m.data).unwrap_or_default();
             let start = out.len();
             let limit = self.config.max_message_size;
             let codec = self
@@ -843,7 +850,7 @@ impl Connection {
             }
             out
         } else {
-            match self.message.take() {
+            match self.take_message() {
                 None => payload,
                 Some(mut m) => {
                     m.data.extend_from_slice(&payload);
@@ -852,7 +859,7 @@ impl Connection {
             }
         };
         if !fin {
-            self.message = Some(InMessage {
+            self.rare_mut().message = Some(InMessage {
                 kind,
                 compressed: frame.compressed,
                 data,
@@ -893,7 +900,7 @@ impl Connection {
         frame.checked = 0;
         let last = frame_done && frame.fin;
         let data = if frame.compressed {
-            let before = self.message.as_ref().map_or(0, |m| m.delivered) + frame.delivered;
+            let before = self.in_message().map_or(0, |m| m.delivered) + frame.delivered;
             let limit = self.config.max_message_size.saturating_sub(before);
             let codec = self
                 .deflate
@@ -919,13 +926,13 @@ impl Connection {
         if frame_done {
             self.frame = None;
             if last {
-                self.message = None;
+                self.take_message();
                 self.saw_message(now);
             } else {
-                match &mut self.message {
+                match &mut self.rare_mut().message {
                     Some(m) => m.delivered += frame.delivered,
-                    None => {
-                        self.message = Some(InMessage {
+                    message @ None => {
+                        *message = Some(InMessage {
                             kind,
                             compressed: frame.compressed,
                             data: BytesMut::new(),
@@ -967,14 +974,14 @@ impl Connection {
                 if self.config.auto_pong && self.state == State::Open {
                     // Replaces an older unanswered ping's pong (§5.5.3 allows answering only
                     // the latest); sent at once unless the output is backed up (only then is
-                    // it held, in the closing state).
+                    // it held, in the rare state).
                     if self.out.len() < PONG_BACKLOG_LIMIT {
-                        if let Some(closing) = &mut self.closing {
-                            closing.pending_pong = None;
+                        if let Some(rare) = &mut self.rare {
+                            rare.pending_pong = None;
                         }
                         self.push_frame(OpCode::Pong, true, payload.clone());
                     } else {
-                        self.closing_mut().pending_pong = Some(payload.clone());
+                        self.rare_mut().pending_pong = Some(payload.clone());
                     }
                 }
                 self.push_event(Event::Ping(payload));
@@ -992,8 +999,9 @@ impl Connection {
     /// reaches the close event (immediately if nothing is waiting before it).
     fn on_close_received(&mut self, close: Option<CloseFrame>, now: Instant) {
         self.discard_input = true;
-        self.message = None;
-        self.closing_mut().close_received = Some(close.clone());
+        let rare = self.rare_mut();
+        rare.message = None;
+        rare.close_received = Some(close.clone());
         if self.queue.is_empty() {
             self.apply_peer_close(close.clone(), now);
             self.push_event(Event::Close(close));
@@ -1014,7 +1022,7 @@ impl Connection {
         self.state = State::Closed;
         // A client now waits for the server to close TCP, but not forever.
         let deadline = now + self.config.close_timeout;
-        self.closing_mut().close_deadline = Some(deadline);
+        self.rare_mut().close_deadline = Some(deadline);
     }
 
     /// Fails the connection (§7.1.7): stops reading at once and records the error; the close
@@ -1023,10 +1031,10 @@ impl Connection {
     fn fail(&mut self, error: ProtocolError, now: Instant) -> ProtocolError {
         self.discard_input = true;
         self.frame = None;
-        self.message = None;
-        let closing = self.closing_mut();
-        if closing.error.is_none() {
-            closing.error = Some(error.clone());
+        let rare = self.rare_mut();
+        rare.message = None;
+        if rare.error.is_none() {
+            rare.error = Some(error.clone());
         }
         if self.queue.is_empty() {
             self.apply_failure(error.clone(), now);
@@ -1054,7 +1062,7 @@ impl Connection {
             self.state = State::Closing;
         }
         let deadline = now + self.config.close_timeout;
-        self.closing_mut().close_deadline.get_or_insert(deadline);
+        self.rare_mut().close_deadline.get_or_insert(deadline);
     }
 
     fn check_can_send_data(&self) -> Result<(), SendError> {

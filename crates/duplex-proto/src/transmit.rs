@@ -21,8 +21,9 @@ pub const IDLE_KEEP_CAPACITY: usize = 256;
 /// write it with vectored I/O (`chunks_vectored`) and `advance` by what was written.
 #[derive(Debug, Default)]
 pub struct TransmitQueue {
-    /// Frozen chunks, all before `tail`.
-    chunks: VecDeque<Bytes>,
+    /// Frozen chunks, all before `tail`. Boxed and made at the first large payload (then
+    /// kept): every connection holds this field, and many only ever send small frames.
+    chunks: Option<Box<VecDeque<Bytes>>>,
     /// Where headers and small payloads are appended.
     tail: BytesMut,
     len: usize,
@@ -52,9 +53,10 @@ impl TransmitQueue {
             }
             None if payload.len() <= INLINE_PAYLOAD_MAX => self.tail.extend_from_slice(&payload),
             None => {
-                self.chunks
-                    .push_back(std::mem::take(&mut self.tail).freeze());
-                self.chunks.push_back(payload);
+                let head = std::mem::take(&mut self.tail).freeze();
+                let chunks = self.chunks_mut();
+                chunks.push_back(head);
+                chunks.push_back(payload);
             }
         }
     }
@@ -67,16 +69,20 @@ impl TransmitQueue {
             self.tail.extend_from_slice(frame);
         } else {
             if !self.tail.is_empty() {
-                self.chunks
-                    .push_back(std::mem::take(&mut self.tail).freeze());
+                let head = std::mem::take(&mut self.tail).freeze();
+                self.chunks_mut().push_back(head);
             }
-            self.chunks.push_back(frame.clone());
+            self.chunks_mut().push_back(frame.clone());
         }
+    }
+
+    fn chunks_mut(&mut self) -> &mut VecDeque<Bytes> {
+        self.chunks.get_or_insert_with(Box::default)
     }
 
     /// Takes the next contiguous chunk to write, if any.
     pub fn pop_chunk(&mut self) -> Option<Bytes> {
-        let chunk = match self.chunks.pop_front() {
+        let chunk = match self.chunks.as_mut().and_then(|c| c.pop_front()) {
             Some(c) => c,
             None if !self.tail.is_empty() => std::mem::take(&mut self.tail).freeze(),
             None => return None,
@@ -98,15 +104,21 @@ impl TransmitQueue {
         if self.tail.try_reclaim(IDLE_KEEP_CAPACITY + 1) {
             self.tail = BytesMut::new();
         }
-        if self.chunks.capacity() != 0 {
-            self.chunks = VecDeque::new();
+        if let Some(chunks) = &mut self.chunks {
+            if chunks.capacity() != 0 {
+                **chunks = VecDeque::new();
+            }
         }
     }
 
     /// Bytes of buffer capacity held: the append buffer plus the chunk list (chunks queued by
     /// reference are not counted: they are shared payloads).
     pub fn capacity(&self) -> usize {
-        self.tail.capacity() + self.chunks.capacity() * std::mem::size_of::<Bytes>()
+        self.tail.capacity()
+            + self
+                .chunks
+                .as_ref()
+                .map_or(0, |c| c.capacity() * std::mem::size_of::<Bytes>())
     }
 }
 
@@ -116,7 +128,7 @@ impl Buf for TransmitQueue {
     }
 
     fn chunk(&self) -> &[u8] {
-        match self.chunks.front() {
+        match self.chunks.as_ref().and_then(|c| c.front()) {
             Some(c) => c,
             None => &self.tail,
         }
@@ -127,6 +139,7 @@ impl Buf for TransmitQueue {
         for chunk in self
             .chunks
             .iter()
+            .flat_map(|c| c.iter())
             .map(|c| &c[..])
             .chain(std::iter::once(&self.tail[..]))
         {
@@ -148,10 +161,10 @@ impl Buf for TransmitQueue {
         );
         self.len -= cnt;
         while cnt > 0 {
-            match self.chunks.front_mut() {
+            match self.chunks.as_mut().and_then(|c| c.front_mut()) {
                 Some(front) if front.len() <= cnt => {
                     cnt -= front.len();
-                    self.chunks.pop_front();
+                    self.chunks.as_mut().and_then(|c| c.pop_front());
                 }
                 Some(front) => {
                     front.advance(cnt);

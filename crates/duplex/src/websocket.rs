@@ -54,8 +54,8 @@ pub struct WebSocket<S> {
     conn: Connection,
     driver: Driver,
     write_buffer_limit: usize,
-    /// Boxed `str`: a `String`'s capacity word is dead weight in every connection.
-    subprotocol: Option<Box<str>>,
+    /// Boxed: a thin pointer, as every connection carries this field and few use it.
+    subprotocol: Option<Box<String>>,
 }
 
 /// `config` as an `Arc` shared with the connections this thread made before with an equal
@@ -103,13 +103,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Records the subprotocol agreed in the handshake (see [`subprotocol`](Self::subprotocol)).
     pub fn with_subprotocol(mut self, protocol: Option<String>) -> Self {
-        self.subprotocol = protocol.map(String::into_boxed_str);
+        self.subprotocol = protocol.map(Box::new);
         self
     }
 
     /// The subprotocol agreed in the opening handshake, if any.
     pub fn subprotocol(&self) -> Option<&str> {
-        self.subprotocol.as_deref()
+        self.subprotocol.as_deref().map(String::as_str)
     }
 
     /// The protocol state machine (read-only).
