@@ -73,6 +73,8 @@ fn connection_task(
     }))
 }
 
+// The large variant is the one that lives long; boxing it would add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum EchoTask<H> {
     Accepting(Pin<Box<H>>),
     Echoing(WebSocket<TcpStream>),

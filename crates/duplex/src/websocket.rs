@@ -55,6 +55,7 @@ pub struct WebSocket<S> {
     driver: Driver,
     write_buffer_limit: usize,
     /// Boxed: a thin pointer, as every connection carries this field and few use it.
+    #[allow(clippy::box_collection)]
     subprotocol: Option<Box<String>>,
 }
 
