@@ -30,6 +30,7 @@ use crate::utf8::Utf8Validator;
 use crate::Role;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Something the peer did, for the application.
@@ -91,11 +92,15 @@ pub enum Compression {
     Never,
 }
 
-/// Frame being received: its header, whether its message is compressed, and how much of its
-/// payload (at the start of the input buffer) was already unmasked and validated.
+/// Frame being received: what of its header is still needed, whether its message is
+/// compressed, and how much of its payload (at the start of the input buffer) was already
+/// unmasked and validated. Not a whole `FrameHeader`: its length duplicates `len` and its RSV
+/// bits are checked once, and every connection carries this field.
 #[derive(Debug, Clone, Copy)]
 struct InFrame {
-    header: FrameHeader,
+    opcode: OpCode,
+    fin: bool,
+    mask: Option<[u8; 4]>,
     /// Payload bytes not yet taken out of the input buffer.
     len: usize,
     /// Of those, how many (at the start of the input buffer) are unmasked and validated.
@@ -141,41 +146,63 @@ struct InMessage {
 /// server.send_text("Hi").unwrap();
 /// assert_eq!(&server.poll_transmit().unwrap()[..], &[0x81, 0x02, b'H', b'i']);
 /// ```
+///
+/// Memory: a server holds one of these per connection, and most connections are idle most of
+/// the time, so state that only some connections ever use lives behind a box allocated on
+/// first use (closing and failure, held-back pongs, fragmented messages, heartbeat and idle
+/// timers), and the settings are shared (`Arc`) rather than copied into each connection.
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
-    config: Config,
     state: State,
-    input: BytesMut,
-    frame: Option<InFrame>,
-    message: Option<InMessage>,
-    utf8: Utf8Validator,
-    queue: VecDeque<Queued>,
-    out: TransmitQueue,
-    error: Option<ProtocolError>,
     /// Input after a failure or after the peer's close is discarded.
     discard_input: bool,
     /// A failure took effect: our close frame (if any) is queued.
     failed: bool,
     eof_received: bool,
     close_timed_out: bool,
-    close_received: Option<Option<CloseFrame>>,
-    close_deadline: Option<Instant>,
-    next_ping: Option<Instant>,
-    pong_deadline: Option<Instant>,
-    /// Type of the fragmented message we are sending, if any.
-    sending: Option<MessageKind>,
-    send_utf8: Utf8Validator,
-    /// RSV bits a negotiated extension lets the first frame of a data message carry.
-    data_rsv_allowed: u8,
-    /// permessage-deflate state, when negotiated (boxed: most connections go without).
-    deflate: Option<Box<DeflateCodec>>,
-    /// Answer to the latest ping, held back while the peer is not reading what we send.
-    pending_pong: Option<Bytes>,
-    /// When a message was last received (for `idle_timeout`).
-    last_message_at: Instant,
     /// A message was sent since the last timer check (sends take no `now`).
     sent_since_timer: bool,
+    /// Type of the fragmented message we are sending, if any.
+    sending: Option<MessageKind>,
+    /// RSV bits a negotiated extension lets the first frame of a data message carry.
+    data_rsv_allowed: u8,
+    utf8: Utf8Validator,
+    config: Arc<Config>,
+    input: BytesMut,
+    frame: Option<InFrame>,
+    queue: VecDeque<Queued>,
+    out: TransmitQueue,
+    /// permessage-deflate state, when negotiated (boxed: most connections go without).
+    deflate: Option<Box<DeflateCodec>>,
+    /// Heartbeat and idle timers, present when `ping_interval` or `idle_timeout` is set.
+    timers: Option<Box<Timers>>,
+    /// State of rare events, allocated at the first of them (a close, a failure, a held-back
+    /// pong, a fragmented message either way) and kept: most connections never need it.
+    rare: Option<Box<Rare>>,
+}
+
+/// Timer state of a connection with heartbeats or an idle timeout.
+#[derive(Debug)]
+struct Timers {
+    next_ping: Option<Instant>,
+    pong_deadline: Option<Instant>,
+    /// When a message was last received (for `idle_timeout`).
+    last_message_at: Instant,
+}
+
+/// See `Connection::rare`.
+#[derive(Debug, Default)]
+struct Rare {
+    /// Fragmented message being received.
+    message: Option<InMessage>,
+    /// Validates the text of the fragmented message we are sending.
+    send_utf8: Utf8Validator,
+    error: Option<ProtocolError>,
+    close_received: Option<Option<CloseFrame>>,
+    close_deadline: Option<Instant>,
+    /// Answer to the latest ping, held back while the peer is not reading what we send.
+    pending_pong: Option<Bytes>,
 }
 
 /// While more than this many bytes wait to be written, pings are answered only once (for the
@@ -199,34 +226,37 @@ pub const IDLE_BUFFER_BOUND: usize =
 impl Connection {
     /// A connection that just completed its opening handshake. Bytes the peer sent after its
     /// handshake must be fed with [`receive_data`](Self::receive_data).
-    pub fn new(role: Role, config: Config, now: Instant) -> Self {
-        let next_ping = config.ping_interval.map(|i| now + i);
+    ///
+    /// `config` is a [`Config`] or an `Arc<Config>`: connections made from one `Arc` share it
+    /// instead of each holding a copy (a server with many connections should do so).
+    pub fn new(role: Role, config: impl Into<Arc<Config>>, now: Instant) -> Self {
+        let config = config.into();
+        let timers = (config.ping_interval.is_some() || config.idle_timeout.is_some()).then(|| {
+            Box::new(Timers {
+                next_ping: config.ping_interval.map(|i| now + i),
+                pong_deadline: None,
+                last_message_at: now,
+            })
+        });
         Connection {
             role,
-            config,
             state: State::Open,
-            input: BytesMut::new(),
-            frame: None,
-            message: None,
-            utf8: Utf8Validator::default(),
-            queue: VecDeque::new(),
-            out: TransmitQueue::default(),
-            error: None,
             discard_input: false,
             failed: false,
             eof_received: false,
             close_timed_out: false,
-            close_received: None,
-            close_deadline: None,
-            next_ping,
-            pong_deadline: None,
-            sending: None,
-            send_utf8: Utf8Validator::default(),
-            data_rsv_allowed: 0,
-            deflate: None,
-            pending_pong: None,
-            last_message_at: now,
             sent_since_timer: false,
+            sending: None,
+            data_rsv_allowed: 0,
+            utf8: Utf8Validator::default(),
+            config,
+            input: BytesMut::new(),
+            frame: None,
+            queue: VecDeque::new(),
+            out: TransmitQueue::default(),
+            deflate: None,
+            timers,
+            rare: None,
         }
     }
 
@@ -249,12 +279,12 @@ impl Connection {
 
     /// The error that failed the connection, if any.
     pub fn error(&self) -> Option<&ProtocolError> {
-        self.error.as_ref()
+        self.rare.as_ref()?.error.as_ref()
     }
 
     /// The peer's close frame once received (`Some(None)`: it carried no status code).
     pub fn close_received(&self) -> Option<&Option<CloseFrame>> {
-        self.close_received.as_ref()
+        self.rare.as_ref()?.close_received.as_ref()
     }
 
     /// Whether the transport should now be closed, once the transmit queue is flushed.
@@ -312,12 +342,12 @@ impl Connection {
         self.eof_received = true;
         self.discard_input = true;
         self.input.clear();
-        let clean = self.close_received.is_some() || self.error.is_some();
+        let clean = self.close_received().is_some() || self.error().is_some();
         self.state = State::Closed;
         if clean {
             Ok(())
         } else {
-            self.error = Some(ProtocolError::UnexpectedEof);
+            self.rare_mut().error = Some(ProtocolError::UnexpectedEof);
             Err(ProtocolError::UnexpectedEof)
         }
     }
@@ -365,12 +395,32 @@ impl Connection {
     /// Queues the held-back pong once the output has room for it.
     fn release_pong(&mut self) {
         if self.out.len() < PONG_BACKLOG_LIMIT {
-            if let Some(payload) = self.pending_pong.take() {
+            if let Some(payload) = self.rare.as_mut().and_then(|r| r.pending_pong.take()) {
                 if self.state == State::Open {
                     self.push_frame(OpCode::Pong, true, payload);
                 }
             }
         }
+    }
+
+    /// The rare state, allocated on first use.
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// The fragmented message being received, if any.
+    fn in_message(&self) -> Option<&InMessage> {
+        self.rare.as_ref()?.message.as_ref()
+    }
+
+    /// Takes the fragmented message being received, if any.
+    fn take_message(&mut self) -> Option<InMessage> {
+        self.rare.as_mut()?.message.take()
+    }
+
+    /// When the close timeout expires, if it is running.
+    fn close_deadline(&self) -> Option<Instant> {
+        self.rare.as_ref()?.close_deadline
     }
 
     /// Queues a text message.
@@ -463,16 +513,16 @@ impl Connection {
             Some(_) => return Err(SendError::FragmentTypeMismatch),
         };
         if kind == MessageKind::Text {
-            if self.sending.is_none() {
-                self.send_utf8.reset();
+            let first = self.sending.is_none();
+            let validator = &mut self.rare_mut().send_utf8;
+            if first {
+                validator.reset();
             }
-            self.send_utf8
+            validator
                 .feed(&payload)
                 .map_err(|_| SendError::InvalidUtf8)?;
             if fin {
-                self.send_utf8
-                    .finish()
-                    .map_err(|_| SendError::InvalidUtf8)?;
+                validator.finish().map_err(|_| SendError::InvalidUtf8)?;
             }
         }
         self.push_frame(opcode, fin, payload);
@@ -507,7 +557,8 @@ impl Connection {
             reason: reason.into(),
         }));
         self.state = State::Closing;
-        self.close_deadline = Some(now + self.config.close_timeout);
+        let deadline = now + self.config.close_timeout;
+        self.rare_mut().close_deadline = Some(deadline);
         Ok(())
     }
 
@@ -522,27 +573,29 @@ impl Connection {
             }
         };
         if self.state == State::Open {
-            consider(self.next_ping);
-            consider(self.pong_deadline);
-            consider(self.config.idle_timeout.map(|t| self.last_message_at + t));
+            if let Some(timers) = &self.timers {
+                consider(timers.next_ping);
+                consider(timers.pong_deadline);
+                consider(self.config.idle_timeout.map(|t| timers.last_message_at + t));
+            }
         }
         if !self.close_timed_out && !self.eof_received {
-            consider(self.close_deadline);
+            consider(self.close_deadline());
         }
         earliest
     }
 
     /// Runs the timers due at `now`: heartbeat pings, pong and close timeouts.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ProtocolError> {
-        if let Some(deadline) = self.close_deadline {
+        if let Some(deadline) = self.close_deadline() {
             if now >= deadline && !self.close_timed_out && !self.eof_received {
                 self.close_timed_out = true;
                 self.discard_input = true;
                 if self.state != State::Closed {
                     self.state = State::Closed;
-                    if self.error.is_none() {
+                    if self.error().is_none() {
                         let err = ProtocolError::CloseTimeout(self.config.close_timeout);
-                        self.error = Some(err.clone());
+                        self.rare_mut().error = Some(err.clone());
                         return Err(err);
                     }
                 }
@@ -552,26 +605,29 @@ impl Connection {
         if self.state != State::Open {
             return Ok(());
         }
-        if let Some(deadline) = self.pong_deadline {
+        let Some(timers) = self.timers.as_deref_mut() else {
+            return Ok(());
+        };
+        if let Some(deadline) = timers.pong_deadline {
             if now >= deadline {
                 return Err(self.fail(ProtocolError::PongTimeout(self.config.pong_timeout), now));
             }
         }
         if let Some(idle) = self.config.idle_timeout {
             if std::mem::take(&mut self.sent_since_timer) {
-                self.last_message_at = self.last_message_at.max(now);
+                timers.last_message_at = timers.last_message_at.max(now);
             }
-            if now >= self.last_message_at + idle {
+            if now >= timers.last_message_at + idle {
                 // Not a failure: an orderly close of a connection nobody uses (1001).
                 let _ = self.close(CloseCode::GOING_AWAY, "idle timeout", now);
                 return Ok(());
             }
         }
-        if let Some(at) = self.next_ping {
+        if let Some(at) = timers.next_ping {
             if now >= at {
+                timers.next_ping = None;
+                timers.pong_deadline = Some(now + self.config.pong_timeout);
                 self.push_frame(OpCode::Ping, true, Bytes::new());
-                self.next_ping = None;
-                self.pong_deadline = Some(now + self.config.pong_timeout);
             }
         }
         Ok(())
@@ -617,7 +673,7 @@ impl Connection {
     pub fn buffer_capacity(&self) -> usize {
         self.input.capacity()
             + self.queue.capacity() * std::mem::size_of::<Queued>()
-            + self.message.as_ref().map_or(0, |m| m.data.capacity())
+            + self.in_message().map_or(0, |m| m.data.capacity())
             + self.out.capacity()
     }
 
@@ -625,9 +681,18 @@ impl Connection {
 
     fn saw_traffic(&mut self, now: Instant) {
         // Anything from the peer proves it is alive.
-        self.pong_deadline = None;
-        if let Some(interval) = self.config.ping_interval {
-            self.next_ping = Some(now + interval);
+        if let Some(timers) = &mut self.timers {
+            timers.pong_deadline = None;
+            if let Some(interval) = self.config.ping_interval {
+                timers.next_ping = Some(now + interval);
+            }
+        }
+    }
+
+    /// A complete message arrived (for `idle_timeout`).
+    fn saw_message(&mut self, now: Instant) {
+        if let Some(timers) = &mut self.timers {
+            timers.last_message_at = now;
         }
     }
 
@@ -645,10 +710,12 @@ impl Connection {
                         self.input.advance(header_len);
                         let compressed = match header.opcode {
                             OpCode::Text | OpCode::Binary => header.rsv & RSV1 != 0,
-                            _ => self.message.as_ref().is_some_and(|m| m.compressed),
+                            _ => self.in_message().is_some_and(|m| m.compressed),
                         };
                         let frame = InFrame {
-                            header,
+                            opcode: header.opcode,
+                            fin: header.fin,
+                            mask: header.mask,
                             len,
                             checked: 0,
                             offset: 0,
@@ -661,7 +728,7 @@ impl Connection {
                     Err(e) => return Err(self.fail(e.into(), now)),
                 },
             };
-            let complete = if frame.header.opcode.is_control() {
+            let complete = if frame.opcode.is_control() {
                 self.advance_control_frame(frame, now)
             } else {
                 self.advance_data_frame(frame, now)
@@ -698,7 +765,7 @@ impl Connection {
             }
             return Ok(h.payload_len as usize);
         }
-        match (h.opcode, &self.message) {
+        match (h.opcode, self.in_message()) {
             (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
             (OpCode::Text | OpCode::Binary, Some(_)) => {
                 return Err(ProtocolError::ExpectedContinuation)
@@ -715,13 +782,10 @@ impl Connection {
         }
         // A compressed message is measured after inflation, while inflating.
         let compressed = match h.opcode {
-            OpCode::Continuation => self.message.as_ref().is_some_and(|m| m.compressed),
+            OpCode::Continuation => self.in_message().is_some_and(|m| m.compressed),
             _ => h.rsv & RSV1 != 0,
         };
-        let so_far = self
-            .message
-            .as_ref()
-            .map_or(0, |m| m.data.len() + m.delivered);
+        let so_far = self.in_message().map_or(0, |m| m.data.len() + m.delivered);
         if !compressed && so_far.saturating_add(len) > self.config.max_message_size {
             return Err(ProtocolError::MessageTooLarge {
                 max: self.config.max_message_size,
@@ -737,7 +801,7 @@ impl Connection {
         mut frame: InFrame,
         now: Instant,
     ) -> Result<bool, ProtocolError> {
-        let kind = match (frame.header.opcode, &self.message) {
+        let kind = match (frame.opcode, self.in_message()) {
             (OpCode::Text, _) => MessageKind::Text,
             (OpCode::Binary, _) => MessageKind::Binary,
             (_, Some(m)) => m.kind,
@@ -747,7 +811,7 @@ impl Connection {
         let available = self.input.len().min(frame.len);
         if available > frame.checked {
             let fresh = &mut self.input[frame.checked..available];
-            if let Some(key) = frame.header.mask {
+            if let Some(key) = frame.mask {
                 apply_mask(fresh, key, frame.offset + frame.checked);
             }
             // Plain text is validated as it arrives, so bad UTF-8 fails before the frame ends.
@@ -767,9 +831,9 @@ impl Connection {
         }
         let payload = self.input.split_to(frame.len);
         self.frame = None;
-        let fin = frame.header.fin;
+        let fin = frame.fin;
         let data = if frame.compressed {
-            let mut out = self.message.take().map(|m| m.data).unwrap_or_default();
+            let mut out = self.take_message().map(|m| m.data).unwrap_or_default();
             let start = out.len();
             let limit = self.config.max_message_size;
             let codec = self
@@ -786,7 +850,7 @@ impl Connection {
             }
             out
         } else {
-            match self.message.take() {
+            match self.take_message() {
                 None => payload,
                 Some(mut m) => {
                     m.data.extend_from_slice(&payload);
@@ -795,7 +859,7 @@ impl Connection {
             }
         };
         if !fin {
-            self.message = Some(InMessage {
+            self.rare_mut().message = Some(InMessage {
                 kind,
                 compressed: frame.compressed,
                 data,
@@ -811,7 +875,7 @@ impl Connection {
             }
             MessageKind::Binary => Message::Binary(data),
         };
-        self.last_message_at = now;
+        self.saw_message(now);
         self.push_event(Event::Message(message));
         Ok(true)
     }
@@ -834,9 +898,9 @@ impl Connection {
         frame.len -= take;
         frame.offset += take;
         frame.checked = 0;
-        let last = frame_done && frame.header.fin;
+        let last = frame_done && frame.fin;
         let data = if frame.compressed {
-            let before = self.message.as_ref().map_or(0, |m| m.delivered) + frame.delivered;
+            let before = self.in_message().map_or(0, |m| m.delivered) + frame.delivered;
             let limit = self.config.max_message_size.saturating_sub(before);
             let codec = self
                 .deflate
@@ -862,13 +926,13 @@ impl Connection {
         if frame_done {
             self.frame = None;
             if last {
-                self.message = None;
-                self.last_message_at = now;
+                self.take_message();
+                self.saw_message(now);
             } else {
-                match &mut self.message {
+                match &mut self.rare_mut().message {
                     Some(m) => m.delivered += frame.delivered,
-                    None => {
-                        self.message = Some(InMessage {
+                    message @ None => {
+                        *message = Some(InMessage {
                             kind,
                             compressed: frame.compressed,
                             data: BytesMut::new(),
@@ -901,17 +965,24 @@ impl Connection {
         }
         let mut payload = self.input.split_to(frame.len);
         self.frame = None;
-        if let Some(key) = frame.header.mask {
+        if let Some(key) = frame.mask {
             apply_mask(&mut payload, key, 0);
         }
         let payload = payload.freeze();
-        match frame.header.opcode {
+        match frame.opcode {
             OpCode::Ping => {
                 if self.config.auto_pong && self.state == State::Open {
                     // Replaces an older unanswered ping's pong (§5.5.3 allows answering only
-                    // the latest); released at once unless the output is backed up.
-                    self.pending_pong = Some(payload.clone());
-                    self.release_pong();
+                    // the latest); sent at once unless the output is backed up (only then is
+                    // it held, in the rare state).
+                    if self.out.len() < PONG_BACKLOG_LIMIT {
+                        if let Some(rare) = &mut self.rare {
+                            rare.pending_pong = None;
+                        }
+                        self.push_frame(OpCode::Pong, true, payload.clone());
+                    } else {
+                        self.rare_mut().pending_pong = Some(payload.clone());
+                    }
                 }
                 self.push_event(Event::Ping(payload));
             }
@@ -928,8 +999,9 @@ impl Connection {
     /// reaches the close event (immediately if nothing is waiting before it).
     fn on_close_received(&mut self, close: Option<CloseFrame>, now: Instant) {
         self.discard_input = true;
-        self.message = None;
-        self.close_received = Some(close.clone());
+        let rare = self.rare_mut();
+        rare.message = None;
+        rare.close_received = Some(close.clone());
         if self.queue.is_empty() {
             self.apply_peer_close(close.clone(), now);
             self.push_event(Event::Close(close));
@@ -949,7 +1021,8 @@ impl Connection {
         }
         self.state = State::Closed;
         // A client now waits for the server to close TCP, but not forever.
-        self.close_deadline = Some(now + self.config.close_timeout);
+        let deadline = now + self.config.close_timeout;
+        self.rare_mut().close_deadline = Some(deadline);
     }
 
     /// Fails the connection (§7.1.7): stops reading at once and records the error; the close
@@ -958,9 +1031,10 @@ impl Connection {
     fn fail(&mut self, error: ProtocolError, now: Instant) -> ProtocolError {
         self.discard_input = true;
         self.frame = None;
-        self.message = None;
-        if self.error.is_none() {
-            self.error = Some(error.clone());
+        let rare = self.rare_mut();
+        rare.message = None;
+        if rare.error.is_none() {
+            rare.error = Some(error.clone());
         }
         if self.queue.is_empty() {
             self.apply_failure(error.clone(), now);
@@ -987,9 +1061,8 @@ impl Connection {
             }
             self.state = State::Closing;
         }
-        if self.close_deadline.is_none() {
-            self.close_deadline = Some(now + self.config.close_timeout);
-        }
+        let deadline = now + self.config.close_timeout;
+        self.rare_mut().close_deadline.get_or_insert(deadline);
     }
 
     fn check_can_send_data(&self) -> Result<(), SendError> {

@@ -350,7 +350,7 @@ where
     let (stream, buf, consumed, negotiated) = exchange(stream, target, config).await?;
     let mut conn = Connection::new(
         Role::Client,
-        config.protocol.clone(),
+        crate::websocket::shared_config(&config.protocol),
         tokio::time::Instant::now().into_std(),
     );
     if config.deflate.enabled {

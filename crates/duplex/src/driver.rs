@@ -158,22 +158,23 @@ enum Phase {
 #[derive(Debug)]
 pub(crate) struct Driver {
     phase: Phase,
+    /// The timer is armed for the deadline of flushing the final frames to a peer that does
+    /// not read (the deadline is kept in the timer rather than in another field).
+    flush_armed: bool,
     /// Boxed and created on first use: most connections never arm a timer.
     timer: Option<Pin<Box<Sleep>>>,
     /// A failure to report after the closing procedure.
     /// Boxed: rare, and `Error` is large; every idle connection carries this field.
     pending_error: Option<Box<Error>>,
-    /// Until when we try to flush the final frames to a peer that does not read.
-    flush_deadline: Option<Instant>,
 }
 
 impl Driver {
     pub(crate) fn new(pending_error: Option<Error>) -> Self {
         Driver {
             phase: Phase::Running,
+            flush_armed: false,
             timer: None,
             pending_error: pending_error.map(Box::new),
-            flush_deadline: None,
         }
     }
 
@@ -221,12 +222,15 @@ impl Driver {
                     if conn.should_close_transport() {
                         // Waiting to flush our close frame, but not past the close deadline:
                         // a peer that never reads must not hold the connection forever.
-                        let deadline = *self.flush_deadline.get_or_insert_with(|| {
-                            conn.poll_timeout()
+                        // Nothing re-arms the timer until this ends: every later poll comes
+                        // back here or moves on to draining.
+                        if !std::mem::replace(&mut self.flush_armed, true) {
+                            let deadline = conn
+                                .poll_timeout()
                                 .map(Instant::from_std)
-                                .unwrap_or_else(|| Instant::now() + conn.config().close_timeout)
-                        });
-                        self.arm(deadline);
+                                .unwrap_or_else(|| Instant::now() + conn.config().close_timeout);
+                            self.arm(deadline);
+                        }
                         if self.poll_timer(cx).is_ready() {
                             let _ = conn.handle_timeout(Instant::now().into_std());
                             self.phase = Phase::Done;

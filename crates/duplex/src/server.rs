@@ -163,7 +163,7 @@ where
     stream.write_all(&response).await?;
     let mut conn = Connection::new(
         Role::Server,
-        config.protocol.clone(),
+        crate::websocket::shared_config(&config.protocol),
         tokio::time::Instant::now().into_std(),
     );
     if let Some((agreed, _)) = deflate {

@@ -10,8 +10,10 @@ use duplex_proto::{
 use futures_core::Stream;
 use futures_sink::Sink;
 use futures_util::StreamExt;
+use std::cell::RefCell;
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -52,14 +54,37 @@ pub struct WebSocket<S> {
     conn: Connection,
     driver: Driver,
     write_buffer_limit: usize,
-    subprotocol: Option<String>,
+    /// Boxed: a thin pointer, as every connection carries this field and few use it.
+    #[allow(clippy::box_collection)]
+    subprotocol: Option<Box<String>>,
+}
+
+/// `config` as an `Arc` shared with the connections this thread made before with an equal
+/// config, so that each connection holds a pointer rather than a copy (a server has many
+/// connections, nearly always with one config).
+pub(crate) fn shared_config(config: &Config) -> Arc<Config> {
+    thread_local! {
+        static LAST: RefCell<Option<Arc<Config>>> = const { RefCell::new(None) };
+    }
+    let fresh = || Arc::new(config.clone());
+    LAST.try_with(|last| {
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return fresh();
+        };
+        match &*last {
+            Some(shared) if **shared == *config => Arc::clone(shared),
+            _ => Arc::clone(last.insert(fresh())),
+        }
+    })
+    // Thread-local storage already destroyed (a connection made during thread exit).
+    .unwrap_or_else(|_| fresh())
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a stream whose opening handshake is complete. `leftover` holds bytes read past the
     /// handshake (frames the peer sent right after it).
     pub fn from_raw(stream: S, role: Role, config: Config, leftover: &[u8]) -> Self {
-        let conn = Connection::new(role, config, Instant::now().into_std());
+        let conn = Connection::new(role, shared_config(&config), Instant::now().into_std());
         Self::from_connection(stream, conn, leftover)
     }
 
@@ -79,13 +104,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Records the subprotocol agreed in the handshake (see [`subprotocol`](Self::subprotocol)).
     pub fn with_subprotocol(mut self, protocol: Option<String>) -> Self {
-        self.subprotocol = protocol;
+        self.subprotocol = protocol.map(Box::new);
         self
     }
 
     /// The subprotocol agreed in the opening handshake, if any.
     pub fn subprotocol(&self) -> Option<&str> {
-        self.subprotocol.as_deref()
+        self.subprotocol.as_deref().map(String::as_str)
     }
 
     /// The protocol state machine (read-only).

@@ -245,7 +245,7 @@ impl Future for PendingWebSocket {
         let upgraded = ready!(Pin::new(&mut self.on_upgrade).poll(cx)).map_err(Error::Upgrade)?;
         let mut conn = Connection::new(
             Role::Server,
-            self.accepted.protocol_config.clone(),
+            crate::websocket::shared_config(&self.accepted.protocol_config),
             tokio::time::Instant::now().into_std(),
         );
         if let Some((agreed, deflate_config)) = &self.accepted.deflate {
