@@ -1,9 +1,11 @@
 //! Payload masking (RFC 6455 §5.3): XOR with a 4-byte key, repeating.
 //!
-//! This runs over every byte a server receives and every byte a client sends, so it works on
-//! 32-byte blocks that the compiler turns into vector instructions; only an unaligned head and
-//! the tail are not. (AVX2 via runtime detection was measured and gained nothing on the bench
-//! machine: the loop is bound by one store per cycle, not by vector width.)
+//! This runs over every byte a server receives and every byte a client sends. From 512 bytes
+//! on, it aligns to 64 bytes bytewise, then XORs whole vectors: 64-byte blocks with AVX-512F
+//! or 32-byte blocks with AVX2 when the CPU has them (detected at run time, cached by std),
+//! else 32-byte blocks that the compiler vectorizes for the baseline target. Measured with
+//! `cargo bench --bench mask` on an AVX-512 Xeon: 16 KiB 327 → 105 ns, 1 MiB 28.9 → 18.2 µs.
+//! The compiler alone did not widen the portable loop, even with the features enabled.
 
 /// XORs `data` with `key`, where `data` starts `offset` bytes into the frame payload
 /// (so a payload can be unmasked in pieces as it arrives).
@@ -29,14 +31,77 @@ pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
         mask_words(data, key);
         return;
     }
-    // Bytewise up to a 32-byte boundary, so the blocks below never straddle cache lines
+    // Bytewise up to a 64-byte boundary, so the blocks below never straddle cache lines
     // (a payload starts 2 to 14 bytes into the read buffer, after its header).
-    let head = data.as_ptr().align_offset(32).min(data.len());
+    let head = data.as_ptr().align_offset(64).min(data.len());
     let (prefix, rest) = data.split_at_mut(head);
     for (i, byte) in prefix.iter_mut().enumerate() {
         *byte ^= key[i & 3];
     }
-    mask_words(rest, rotate_key(key, head));
+    let key = rotate_key(key, head);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F (checked just above).
+        #[allow(unsafe_code)]
+        unsafe {
+            mask_blocks_avx512(rest, key)
+        };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        #[allow(unsafe_code)]
+        unsafe {
+            mask_blocks_avx2(rest, key)
+        };
+        return;
+    }
+    mask_words(rest, key);
+}
+
+/// 32-byte blocks with AVX2, then [`mask_words`] for the rest. `data` starts at key
+/// position 0.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(unsafe_code)]
+fn mask_blocks_avx2(data: &mut [u8], key: [u8; 4]) {
+    use std::arch::x86_64::{
+        __m256i, _mm256_loadu_si256, _mm256_set1_epi32, _mm256_storeu_si256, _mm256_xor_si256,
+    };
+    let key_vector = _mm256_set1_epi32(i32::from_ne_bytes(key));
+    let (blocks, tail) = data.as_chunks_mut::<32>();
+    for block in blocks {
+        let ptr = block.as_mut_ptr().cast::<__m256i>();
+        // SAFETY: `ptr` points to 32 writable bytes (the block); loadu/storeu need no alignment.
+        unsafe {
+            _mm256_storeu_si256(ptr, _mm256_xor_si256(_mm256_loadu_si256(ptr), key_vector));
+        }
+    }
+    // Blocks are a multiple of 4 long, so the tail starts at key position 0.
+    mask_words(tail, key);
+}
+
+/// 64-byte blocks with AVX-512 (one load, XOR and store each), then [`mask_words`] for the
+/// rest. `data` starts at key position 0.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(unsafe_code)]
+fn mask_blocks_avx512(data: &mut [u8], key: [u8; 4]) {
+    use std::arch::x86_64::{
+        _mm512_loadu_si512, _mm512_set1_epi32, _mm512_storeu_si512, _mm512_xor_si512,
+    };
+    let key_vector = _mm512_set1_epi32(i32::from_ne_bytes(key));
+    let (blocks, tail) = data.as_chunks_mut::<64>();
+    for block in blocks {
+        let ptr = block.as_mut_ptr().cast();
+        // SAFETY: `ptr` points to 64 writable bytes (the block); loadu/storeu need no alignment.
+        unsafe {
+            _mm512_storeu_si512(ptr, _mm512_xor_si512(_mm512_loadu_si512(ptr), key_vector));
+        }
+    }
+    // Blocks are a multiple of 4 long, so the tail starts at key position 0.
+    mask_words(tail, key);
 }
 
 /// XORs `data` with `key` starting at key position 0: 32-byte blocks the compiler turns into
@@ -98,6 +163,18 @@ mod tests {
                                              offset in 0usize..8) {
             // `start` moves the slice against the allocation, exercising every aligned head.
             let start = start.min(data.len());
+            let mut fast = data.clone();
+            let mut slow = data;
+            apply_mask(&mut fast[start..], key, offset);
+            apply_mask_bytewise(&mut slow[start..], key, offset);
+            prop_assert_eq!(fast, slow);
+        }
+
+        #[test]
+        fn matches_bytewise_across_vector_blocks(len in 512usize..4200, start in 0usize..64,
+                                                 key in any::<[u8; 4]>(), offset in 0usize..8) {
+            // Long enough for the 64-byte block path (and its tail) at every alignment.
+            let data: Vec<u8> = (0..len + start).map(|i| (i * 31 % 251) as u8).collect();
             let mut fast = data.clone();
             let mut slow = data;
             apply_mask(&mut fast[start..], key, offset);
