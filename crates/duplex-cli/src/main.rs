@@ -3,7 +3,6 @@
 mod bench;
 mod echo;
 mod runtime;
-mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -23,7 +22,7 @@ enum Command {
     /// Echo every text and binary message back (for conformance tests and benchmarks).
     Echo(echo::EchoArgs),
     /// Pusher Channels compatible server (WebSocket + HTTP API on one port).
-    Serve(serve::ServeArgs),
+    Serve(duplex_server::ServeArgs),
     /// Load an echo server: closed-loop echoes/s or open-loop latency at a fixed rate.
     Bench(bench::BenchArgs),
 }
@@ -37,12 +36,12 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr);
     match &cli.command {
-        Command::Serve(args) if serve::json_logs(args) => logs.json().init(),
+        Command::Serve(args) if duplex_server::json_logs(args) => logs.json().init(),
         _ => logs.init(),
     }
     match cli.command {
         Command::Echo(args) => echo::run(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => duplex_server::run(args),
         Command::Bench(args) => bench::run(args),
     }
 }

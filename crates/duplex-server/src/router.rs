@@ -33,9 +33,9 @@ use super::{conn, State};
 /// Largest REST request body.
 pub const MAX_API_BODY: usize = 100 * 1024;
 
-const INDEX_HTML: &str = include_str!("../../../../web/index.html");
-const APP_JS: &str = include_str!("../../../../web/app.js");
-const STYLE_CSS: &str = include_str!("../../../../web/style.css");
+const INDEX_HTML: &str = include_str!("../../../web/index.html");
+const APP_JS: &str = include_str!("../../../web/app.js");
+const STYLE_CSS: &str = include_str!("../../../web/style.css");
 
 /// Builds the router over `state`.
 pub fn router(state: Arc<State>) -> Router {

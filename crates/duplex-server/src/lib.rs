@@ -1,17 +1,24 @@
-//! `duplex serve`: a Pusher Channels (protocol 7) compatible server.
+//! The hub on the network: router, WebSocket transport, REST server, webhook sender, TLS listener.
 //!
-//! The hub logic lives in `duplex-hub`; this module binds it to sockets:
+//! `duplex serve` (a Pusher Channels, protocol 7, compatible server) is this crate behind the
+//! CLI's flags. The hub logic lives in `duplex-hub`; this crate binds it to sockets:
 //!
 //! - [`config`]: file → env → flags, validated;
-//! - [`router`]: one port for `/app/{key}` (WebSocket), `/apps/{id}/...` (REST), `/metrics`,
+//! - `router`: one port for `/app/{key}` (WebSocket), `/apps/{id}/...` (REST), `/metrics`,
 //!   `/health`, `/ready` and the demo page;
-//! - [`conn`]: the task of one WebSocket;
-//! - [`webhooks`]: the HTTP client behind the hub's webhook dispatcher.
+//! - `conn`: the task of one WebSocket;
+//! - `webhooks`: the HTTP client behind the hub's webhook dispatcher.
+//!
+//! The CLI only wires: it parses [`ServeArgs`], asks [`json_logs`] before logging starts, and
+//! calls [`run`].
 //!
 //! **Shutdown.** On SIGTERM or SIGINT the server drains: `/ready` answers 503, new WebSocket
 //! upgrades get 503, every connection is closed with 4200 ("reconnect now", so clients move to
 //! another node), and the process exits once they are gone or after `--drain-timeout`. A second
 //! signal exits at once.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod config;
 mod conn;
@@ -36,7 +43,7 @@ use tokio_util::task::TaskTracker;
 pub use config::ServeArgs;
 
 /// Shared by the router and the connection tasks.
-pub struct State {
+pub(crate) struct State {
     hub: Hub,
     /// The WebSocket connection tasks.
     tracker: TaskTracker,
