@@ -39,6 +39,38 @@ pub enum Control {
     },
 }
 
+/// A change of cluster-wide state that no call of this node caused: the broker found it while
+/// removing a dead node's share (its lease expired) or while re-registering this node after the
+/// shared store lost or dropped its state. The broker has already published what subscribers
+/// must see (`member_added`/`member_removed`); the node only reports it (webhooks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterChange {
+    /// The channel's cluster-wide subscription count went from 0 to 1.
+    ChannelOccupied {
+        /// Channel name.
+        channel: String,
+    },
+    /// The channel's cluster-wide subscription count went to 0.
+    ChannelVacated {
+        /// Channel name.
+        channel: String,
+    },
+    /// The user's first socket anywhere joined the presence channel.
+    MemberAdded {
+        /// Channel name.
+        channel: String,
+        /// User id.
+        user_id: String,
+    },
+    /// The user's last socket anywhere left the presence channel.
+    MemberRemoved {
+        /// Channel name.
+        channel: String,
+        /// User id.
+        user_id: String,
+    },
+}
+
 /// Where a broker delivers to a node.
 pub trait NodeSink: Send + Sync {
     /// An event serialized once by the publisher: queue `payload` for every local subscriber of
@@ -46,6 +78,11 @@ pub trait NodeSink: Send + Sync {
     fn deliver(&self, app_id: &str, channel: &str, payload: &Bytes, except: Option<&SocketId>);
     /// A control message for `app_id`.
     fn control(&self, app_id: &str, control: &Control);
+    /// A cluster-wide change found by the broker itself (see [`ClusterChange`]); reported to
+    /// exactly one node of the cluster.
+    fn cluster_change(&self, app_id: &str, change: &ClusterChange) {
+        let _ = (app_id, change);
+    }
 }
 
 /// What [`Broker::presence_remove`] did.
@@ -70,6 +107,20 @@ pub type BrokerResult<T> = Result<T, BrokerError>;
 pub trait Broker: Send + Sync {
     /// Registers a node's sink; the broker holds it weakly.
     fn attach(&self, sink: Weak<dyn NodeSink>) -> NodeId;
+
+    /// False while the broker cannot serve (its shared store is unreachable or this node's
+    /// state is being re-registered): the node reports not ready and refuses work that needs it.
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    /// True when a draining node should leave its share of the shared state in place (its
+    /// lease then expires and the cluster removes it), so clients that move to another node
+    /// in time cause no `member_removed`/`member_added` or vacated/occupied pair. A
+    /// single-process broker has no one to hand over to.
+    fn hands_over_on_drain(&self) -> bool {
+        false
+    }
 
     /// Sends a serialized event to every node subscribed to `channel`.
     async fn publish(
@@ -564,6 +615,24 @@ pub mod conformance {
         parse_channel_data(&format!(r#"{{"user_id":"{id}"}}"#)).expect("valid")
     }
 
+    /// Waits (at most 5 s) until `done` holds: a distributed broker delivers asynchronously.
+    async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn payloads(s: &RecordingSink) -> Vec<Bytes> {
+        s.got
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|d| d.2.clone())
+            .collect()
+    }
+
     /// Conformance check `publish_reaches_only_nodes_subscribed_to_the_channel`.
     pub async fn publish_reaches_only_nodes_subscribed_to_the_channel(b: &dyn Broker) {
         let s1 = Arc::new(RecordingSink::default());
@@ -571,7 +640,7 @@ pub mod conformance {
         let w1: Weak<dyn NodeSink> = Arc::downgrade(&s1) as Weak<dyn NodeSink>;
         let w2: Weak<dyn NodeSink> = Arc::downgrade(&s2) as Weak<dyn NodeSink>;
         let n1 = b.attach(w1);
-        let _n2 = b.attach(w2);
+        let n2 = b.attach(w2);
         b.subscribe_node(n1, "app", "a").await.expect("ok");
         b.publish("app", "a", Bytes::from_static(b"x"), Some(sid("1.1")))
             .await
@@ -582,21 +651,47 @@ pub mod conformance {
         b.publish("other", "a", Bytes::from_static(b"z"), None)
             .await
             .expect("ok");
+        // A marker published last arrives last: what was misrouted would be in by then.
+        b.publish("app", "a", Bytes::from_static(b"m"), None)
+            .await
+            .expect("ok");
+        eventually("the marker", || payloads(&s1).len() >= 2).await;
         assert_eq!(
             *s1.got.lock().expect("lock"),
-            vec![(
-                "app".into(),
-                "a".into(),
-                Bytes::from_static(b"x"),
-                Some(sid("1.1"))
-            )]
+            vec![
+                (
+                    "app".into(),
+                    "a".into(),
+                    Bytes::from_static(b"x"),
+                    Some(sid("1.1"))
+                ),
+                ("app".into(), "a".into(), Bytes::from_static(b"m"), None)
+            ]
         );
         assert!(s2.got.lock().expect("lock").is_empty());
         b.unsubscribe_node(n1, "app", "a").await.expect("ok");
-        b.publish("app", "a", Bytes::from_static(b"x"), None)
+        b.subscribe_node(n2, "app", "a").await.expect("ok");
+        b.publish("app", "a", Bytes::from_static(b"x2"), None)
             .await
             .expect("ok");
-        assert_eq!(s1.got.lock().expect("lock").len(), 1);
+        eventually("delivery to the second node", || !payloads(&s2).is_empty()).await;
+        assert_eq!(payloads(&s2), vec![Bytes::from_static(b"x2")]);
+        assert_eq!(payloads(&s1).len(), 2, "no delivery after unsubscribe_node");
+    }
+
+    /// Conformance check `publish_order_is_kept_per_channel`.
+    pub async fn publish_order_is_kept_per_channel(b: &dyn Broker) {
+        let s1 = Arc::new(RecordingSink::default());
+        let n1 = b.attach(Arc::downgrade(&s1) as Weak<dyn NodeSink>);
+        b.subscribe_node(n1, "app", "ordered").await.expect("ok");
+        let sent: Vec<Bytes> = (0..200).map(|i| Bytes::from(format!("{i}"))).collect();
+        for p in &sent {
+            b.publish("app", "ordered", p.clone(), None)
+                .await
+                .expect("ok");
+        }
+        eventually("200 events", || payloads(&s1).len() >= sent.len()).await;
+        assert_eq!(payloads(&s1), sent);
     }
 
     /// Conformance check `control_reaches_every_node`.
@@ -611,6 +706,11 @@ pub mod conformance {
             reason: "x".into(),
         };
         b.control("app", c.clone()).await.expect("ok");
+        eventually("the control message", || {
+            !s1.controls.lock().expect("lock").is_empty()
+                && !s2.controls.lock().expect("lock").is_empty()
+        })
+        .await;
         assert_eq!(*s1.controls.lock().expect("lock"), vec![c.clone()]);
         assert_eq!(*s2.controls.lock().expect("lock"), vec![c]);
     }
@@ -735,6 +835,7 @@ pub mod conformance {
     /// Runs every check, each on a fresh broker from `make`.
     pub async fn run_all<B: Broker, F: Fn() -> B>(make: F) {
         publish_reaches_only_nodes_subscribed_to_the_channel(&make()).await;
+        publish_order_is_kept_per_channel(&make()).await;
         control_reaches_every_node(&make()).await;
         subscription_counts_report_occupied_and_vacated(&make()).await;
         channels_filter_by_prefix(&make()).await;

@@ -1,0 +1,188 @@
+//! The Lua scripts: every change to cluster-wide state is one script, so the count it returns
+//! is the cluster's answer at that instant (who was first in, who was last out).
+//!
+//! A node's *contributions* live in its own hash, `{prefix}:node:{id}`, one field per thing it
+//! holds, valued by how many of it it holds:
+//!
+//! | field | value | aggregate it feeds |
+//! | --- | --- | --- |
+//! | `s␟app␟channel` | local subscriptions | `{prefix}:app:{app}:channels` (channel → count) |
+//! | `p␟app␟channel␟user` | 1 while the user has a local socket there | `…:presence:{channel}` (user → nodes), `…:members:{channel}` (user → info) |
+//! | `c␟app` | local connections | `…:connections` |
+//! | `u␟app␟socket␟user` | 1 | `…:user:{user}` (socket → node) |
+//!
+//! (`␟` is the unit separator `\x1f`; app ids and channel names cannot contain it, and the
+//! user id, which can, is always last.) Each script changes one field by a delta and the
+//! aggregate by the same delta, in one step; a node never takes away more than it gave (a
+//! decrement of a missing field is ignored), so after Redis lost its data a late decrement
+//! cannot push a count below zero. Reaping a dead node runs every field backwards in one script
+//! and returns what changed for the cluster.
+
+use redis::Script;
+
+/// Shared Lua helpers: split a field, build the aggregate keys from a field.
+const HELPERS: &str = r#"
+local SEP = "\31"
+local function split(s)
+  local out = {}
+  local start = 1
+  while #out < 3 do
+    local i = string.find(s, SEP, start, true)
+    if not i then break end
+    table.insert(out, string.sub(s, start, i - 1))
+    start = i + 1
+  end
+  table.insert(out, string.sub(s, start))
+  return out
+end
+local function app_key(prefix, app, rest)
+  return prefix .. ":app:" .. app .. ":" .. rest
+end
+-- Applies `delta` to one contribution field of `nodekey` and to the aggregate it feeds.
+-- Returns a transition: "" (none), or "o"/"v" (channel occupied/vacated), "a"/"r" (member
+-- added/removed), with the field's parts.
+local function apply(prefix, nodekey, nodeid, field, delta, info)
+  local have = tonumber(redis.call("HGET", nodekey, field) or "0")
+  if delta < 0 and -delta > have then delta = -have end
+  if delta == 0 then return "" end
+  if have + delta <= 0 then
+    redis.call("HDEL", nodekey, field)
+  else
+    redis.call("HINCRBY", nodekey, field, delta)
+  end
+  local p = split(field)
+  local kind, app = p[1], p[2]
+  if kind == "s" then
+    local key = app_key(prefix, app, "channels")
+    local after = redis.call("HINCRBY", key, p[3], delta)
+    if after <= 0 then redis.call("HDEL", key, p[3]) end
+    if after - delta <= 0 and after > 0 then return "o" end
+    if after <= 0 and after - delta > 0 then return "v" end
+    return ""
+  elseif kind == "p" then
+    local pres = app_key(prefix, app, "presence:" .. p[3])
+    local members = app_key(prefix, app, "members:" .. p[3])
+    local after = redis.call("HINCRBY", pres, p[4], delta)
+    if after <= 0 then
+      redis.call("HDEL", pres, p[4])
+      redis.call("HDEL", members, p[4])
+      if after - delta > 0 then return "r" end
+      return ""
+    end
+    if after - delta <= 0 then
+      redis.call("HSET", members, p[4], info or "")
+      return "a"
+    end
+    return ""
+  elseif kind == "c" then
+    local key = app_key(prefix, app, "connections")
+    local after = redis.call("INCRBY", key, delta)
+    if after <= 0 then redis.call("DEL", key) end
+    return ""
+  elseif kind == "u" then
+    local key = app_key(prefix, app, "user:" .. p[4])
+    if delta > 0 then
+      redis.call("HSET", key, p[3], nodeid)
+    else
+      redis.call("HDEL", key, p[3])
+    end
+    return ""
+  end
+  return ""
+end
+"#;
+
+/// `KEYS[1]` node hash; `ARGV`: prefix, node id, then triples (field, delta, info). Returns,
+/// per triple, `"<transition>:<count>"`: the transition of `apply` (maybe empty) and, for `s`
+/// and `c` fields, the cluster-wide count after the change (else empty).
+const APPLY: &str = r#"
+local out = {}
+local i = 3
+while i <= #ARGV do
+  local field, delta, info = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local t = apply(ARGV[1], KEYS[1], ARGV[2], field, delta, info)
+  local p = split(field)
+  local count = ""
+  if p[1] == "s" then
+    count = redis.call("HGET", ARGV[1] .. ":app:" .. p[2] .. ":channels", p[3]) or "0"
+  elseif p[1] == "c" then
+    count = redis.call("GET", ARGV[1] .. ":app:" .. p[2] .. ":connections") or "0"
+  end
+  table.insert(out, t .. ":" .. count)
+  i = i + 3
+end
+return out
+"#;
+
+/// Renews a node's lease and reads the cluster epoch (created if missing).
+/// `KEYS[1]` nodes zset, `KEYS[2]` epoch; `ARGV`: node id, lease ms, candidate epoch.
+/// Returns `{added, epoch}`: `added` is 1 when the node was not registered (first start,
+/// reaped while unreachable, or Redis lost its data).
+const HEARTBEAT: &str = r#"
+redis.call("SET", KEYS[2], ARGV[3], "NX")
+local epoch = redis.call("GET", KEYS[2])
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local added = redis.call("ZADD", KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return {added, epoch}
+"#;
+
+/// Removes one node whose lease expired, with all its contributions, in one step: only one
+/// caller ever sees a given dead node. `KEYS[1]` nodes zset; `ARGV`: prefix, own node id.
+/// Returns `{}` when no lease expired, else `{dead id, transitions...}` where each transition
+/// is `"v␟app␟channel"` or `"r␟app␟channel␟user"`.
+const REAP: &str = r#"
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local dead = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", 0, 2)
+local id = nil
+for _, d in ipairs(dead) do
+  if d ~= ARGV[2] then id = d; break end
+end
+if not id then return {} end
+local nodekey = ARGV[1] .. ":node:" .. id
+local fields = redis.call("HGETALL", nodekey)
+local out = {id}
+for i = 1, #fields, 2 do
+  local field = fields[i]
+  local tr = apply(ARGV[1], nodekey, id, field, -tonumber(fields[i + 1]), nil)
+  if tr == "v" or tr == "r" then
+    local p = split(field)
+    if tr == "v" then
+      table.insert(out, "v" .. SEP .. p[2] .. SEP .. p[3])
+    else
+      table.insert(out, "r" .. SEP .. p[2] .. SEP .. p[3] .. SEP .. p[4])
+    end
+  end
+end
+redis.call("DEL", nodekey)
+redis.call("ZREM", KEYS[1], id)
+return out
+"#;
+
+/// The scripts, loaded once (invoked by SHA, sent in full only when Redis lost them).
+pub struct Scripts {
+    /// See [`APPLY`].
+    pub apply: Script,
+    /// See [`HEARTBEAT`].
+    pub heartbeat: Script,
+    /// See [`REAP`].
+    pub reap: Script,
+}
+
+impl Default for Scripts {
+    fn default() -> Scripts {
+        Scripts::new()
+    }
+}
+
+impl Scripts {
+    /// Builds the scripts.
+    pub fn new() -> Scripts {
+        Scripts {
+            apply: Script::new(&format!("{HELPERS}\n{APPLY}")),
+            heartbeat: Script::new(HEARTBEAT),
+            reap: Script::new(&format!("{HELPERS}\n{REAP}")),
+        }
+    }
+}
