@@ -27,7 +27,7 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
@@ -39,9 +39,14 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) if duplex_server::json_logs(args) => logs.json().init(),
         _ => logs.init(),
     }
-    match cli.command {
+    let result = match cli.command {
         Command::Echo(args) => echo::run(args),
         Command::Serve(args) => duplex_server::run(args),
         Command::Bench(args) => bench::run(args),
+    };
+    if let Err(e) = result {
+        // One line with the causes, never a backtrace: these errors are for operators.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
     }
 }

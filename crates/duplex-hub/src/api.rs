@@ -152,13 +152,18 @@ struct ApiError(u16, String);
 
 impl From<HubError> for ApiError {
     fn from(e: HubError) -> Self {
-        ApiError(500, e.to_string())
+        match e {
+            HubError::Broker(b) => b.into(),
+            other => ApiError(500, other.to_string()),
+        }
     }
 }
 
+/// The broker failing (in a cluster: Redis unreachable) is a 503: the request was not carried
+/// out, and the client may retry; never a 200 for an event nobody will get.
 impl From<crate::broker::BrokerError> for ApiError {
     fn from(e: crate::broker::BrokerError) -> Self {
-        ApiError(500, e.to_string())
+        ApiError(503, format!("Service unavailable, retry later: {}", e.0))
     }
 }
 

@@ -127,6 +127,14 @@ pub struct HubConfig {
     pub webhook_vacate_delay_ms: u64,
     /// The applications; empty means "the default app".
     pub apps: Vec<App>,
+    /// Redis for a cluster of nodes (`redis://`, `rediss://`, `redis+sentinel://`); without it
+    /// the node runs alone on the in-process broker. The server picks the broker from it.
+    pub redis_url: Option<String>,
+    /// Prefix of the cluster's Redis keys, so clusters or environments can share one Redis.
+    pub redis_prefix: String,
+    /// Seconds after which a cluster node that stopped renewing its lease is considered dead
+    /// and its members and subscriptions are removed.
+    pub node_timeout: u64,
 }
 
 impl Default for HubConfig {
@@ -144,6 +152,9 @@ impl Default for HubConfig {
             webhook_endpoint_queue: 1000,
             webhook_vacate_delay_ms: 3000,
             apps: vec![App::default()],
+            redis_url: None,
+            redis_prefix: "duplex".into(),
+            node_timeout: 20,
         }
     }
 }
@@ -193,10 +204,24 @@ impl HubConfig {
         toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))
     }
 
-    /// Applies `DUPLEX_PORT`, `DUPLEX_APP_ID`, `DUPLEX_APP_KEY`, `DUPLEX_APP_SECRET` and
+    /// Applies `DUPLEX_REDIS_URL`, `DUPLEX_REDIS_PREFIX`, `DUPLEX_NODE_TIMEOUT`, `DUPLEX_PORT`, `DUPLEX_APP_ID`, `DUPLEX_APP_KEY`, `DUPLEX_APP_SECRET` and
     /// `DUPLEX_APP_ENABLE_CLIENT_EVENTS` (`true`/`false`/`1`/`0`) from `env`; the `APP_`
     /// variables change the first app.
     pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        if let Some(v) = env.get("DUPLEX_REDIS_URL").filter(|v| !v.trim().is_empty()) {
+            self.redis_url = Some(v.trim().to_owned());
+        }
+        if let Some(v) = env.get("DUPLEX_REDIS_PREFIX") {
+            self.redis_prefix = v.trim().to_owned();
+        }
+        if let Some(v) = env.get("DUPLEX_NODE_TIMEOUT") {
+            self.node_timeout = v.trim().parse().map_err(|_| {
+                invalid(
+                    "DUPLEX_NODE_TIMEOUT",
+                    format!("{v:?} is not a number of seconds"),
+                )
+            })?;
+        }
         if let Some(p) = env.get("DUPLEX_PORT") {
             self.port = p
                 .trim()
@@ -258,6 +283,20 @@ impl HubConfig {
         }
         if self.apps.is_empty() {
             return Err(invalid("apps", "at least one app is required"));
+        }
+        if self.node_timeout < 2 {
+            return Err(invalid("node_timeout", "must be at least 2 seconds"));
+        }
+        if self.redis_prefix.is_empty()
+            || !self
+                .redis_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:{}".contains(c))
+        {
+            return Err(invalid(
+                "redis_prefix",
+                "use letters, digits, '-', '_', '.', ':' or '{}'",
+            ));
         }
         let mut ids = HashSet::new();
         let mut keys = HashSet::new();

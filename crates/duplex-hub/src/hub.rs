@@ -47,7 +47,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 
 use crate::auth;
-use crate::broker::{Broker, BrokerError, Control, NodeId, NodeSink};
+use crate::broker::{Broker, BrokerError, ClusterChange, Control, NodeId, NodeSink};
 use crate::channel::{self, ChannelKind};
 use crate::config::{App, ConfigError, HubConfig};
 use crate::metrics::Metrics;
@@ -333,11 +333,28 @@ struct Local {
     /// app id → channel → local subscribers.
     channels: RwLock<ChannelMap>,
     metrics: Arc<Metrics>,
+    webhook_tx: mpsc::Sender<AppWebhookEvent>,
+    /// Ids of the apps that have webhooks.
+    webhook_apps: std::collections::HashSet<String>,
 }
 
 impl Local {
     fn conns(&self) -> MutexGuard<'_, HashMap<SocketId, Conn>> {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a webhook event for `app_id` (dropped and counted when the queue is full).
+    fn webhook(&self, app_id: &str, event: WebhookEvent) {
+        if !self.webhook_apps.contains(app_id) {
+            return;
+        }
+        let item = AppWebhookEvent {
+            app_id: app_id.into(),
+            event,
+        };
+        if self.webhook_tx.try_send(item).is_err() {
+            self.metrics.webhooks_dropped_total.fetch_add(1, Relaxed);
+        }
     }
 
     /// Queues `payload` for one subscriber; a full queue closes it as a slow consumer.
@@ -372,6 +389,20 @@ impl NodeSink for Local {
         }
     }
 
+    fn cluster_change(&self, app_id: &str, change: &ClusterChange) {
+        let event = match change.clone() {
+            ClusterChange::ChannelOccupied { channel } => WebhookEvent::ChannelOccupied { channel },
+            ClusterChange::ChannelVacated { channel } => WebhookEvent::ChannelVacated { channel },
+            ClusterChange::MemberAdded { channel, user_id } => {
+                WebhookEvent::MemberAdded { channel, user_id }
+            }
+            ClusterChange::MemberRemoved { channel, user_id } => {
+                WebhookEvent::MemberRemoved { channel, user_id }
+            }
+        };
+        self.webhook(app_id, event);
+    }
+
     fn control(&self, app_id: &str, control: &Control) {
         match control {
             Control::CloseSockets {
@@ -397,7 +428,6 @@ struct Inner {
     broker: Arc<dyn Broker>,
     node: NodeId,
     local: Arc<Local>,
-    webhook_tx: mpsc::Sender<AppWebhookEvent>,
     webhook_rx: Mutex<Option<mpsc::Receiver<AppWebhookEvent>>>,
     metrics: Arc<Metrics>,
     /// Set by [`Hub::drain`]: new connections are refused with 4200.
@@ -456,15 +486,22 @@ impl Hub {
     pub fn new(config: HubConfig, broker: Arc<dyn Broker>) -> Result<Hub, ConfigError> {
         config.validate()?;
         let metrics = Arc::new(Metrics::default());
+        let (webhook_tx, webhook_rx) = mpsc::channel(config.webhook_queue);
         let local = Arc::new(Local {
             conns: Mutex::new(HashMap::new()),
             channels: RwLock::new(HashMap::new()),
             metrics: metrics.clone(),
+            webhook_tx,
+            webhook_apps: config
+                .apps
+                .iter()
+                .filter(|a| !a.webhooks.is_empty())
+                .map(|a| a.id.clone())
+                .collect(),
         });
         let sink: Weak<dyn NodeSink> = Arc::downgrade(&local) as Weak<dyn NodeSink>;
         let node = broker.attach(sink);
         let apps: Vec<Arc<App>> = config.apps.iter().cloned().map(Arc::new).collect();
-        let (webhook_tx, webhook_rx) = mpsc::channel(config.webhook_queue);
         Ok(Hub {
             inner: Arc::new(Inner {
                 apps_by_key: apps.iter().map(|a| (a.key.clone(), a.clone())).collect(),
@@ -473,7 +510,6 @@ impl Hub {
                 broker,
                 node,
                 local,
-                webhook_tx,
                 webhook_rx: Mutex::new(Some(webhook_rx)),
                 metrics,
                 draining: std::sync::atomic::AtomicBool::new(false),
@@ -657,6 +693,15 @@ impl Hub {
             return Ok(());
         };
         let broker = &self.inner.broker;
+        if self.is_draining() && broker.hands_over_on_drain() {
+            // The cluster keeps this node's share until its lease expires: clients reconnecting
+            // to other nodes meanwhile cause no member_removed/added or vacated/occupied pair.
+            for channel in conn.channels.keys() {
+                self.unroute(socket, &conn.app, channel).await;
+            }
+            self.inner.metrics.connections_current.fetch_sub(1, Relaxed);
+            return Ok(());
+        }
         let mut result = Ok(());
         for (channel, presence_user) in &conn.channels {
             if let Err(e) = self
@@ -738,6 +783,13 @@ impl Hub {
         self.inner.draining.load(Relaxed)
     }
 
+    /// True while the node should get traffic: not draining, and its broker can serve (in a
+    /// cluster: Redis reachable and this node's share registered). Load balancers poll it
+    /// through `/ready`.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.inner.broker.is_ready()
+    }
+
     fn close_socket(&self, socket: &SocketId, code: u16, reason: &str) {
         if let Some(conn) = self.inner.local.conns().get(socket) {
             conn.sub.close.close(code, reason);
@@ -800,19 +852,7 @@ impl Hub {
     }
 
     fn webhook(&self, app: &App, event: WebhookEvent) {
-        if app.webhooks.is_empty() {
-            return;
-        }
-        let item = AppWebhookEvent {
-            app_id: app.id.as_str().into(),
-            event,
-        };
-        if self.inner.webhook_tx.try_send(item).is_err() {
-            self.inner
-                .metrics
-                .webhooks_dropped_total
-                .fetch_add(1, Relaxed);
-        }
+        self.inner.local.webhook(&app.id, event);
     }
 
     /// Pure checks of a subscription request (no state changes).
@@ -971,20 +1011,77 @@ impl Hub {
             .metrics
             .subscriptions_current
             .fetch_add(1, Relaxed);
+        let mut counted = false;
+        let joined = self
+            .join_shared(
+                socket,
+                app,
+                sub,
+                channel,
+                member.as_ref(),
+                first_local,
+                &mut counted,
+            )
+            .await;
+        if let Err(e) = joined {
+            // The broker failed (in a cluster: Redis unreachable). Undo, and tell the client:
+            // a subscription that the cluster does not know would miss events silently.
+            tracing::warn!(%socket, channel, "subscription refused: {e}");
+            if let Some(conn) = self.inner.local.conns().get_mut(socket) {
+                conn.channels.remove(channel);
+            }
+            if counted {
+                let _ = self
+                    .leave_channel(socket, app, channel, member.is_some())
+                    .await;
+            } else {
+                self.unroute(socket, app, channel).await;
+            }
+            self.refuse_subscription(
+                sub,
+                channel,
+                &SubscribeRefusal {
+                    kind: "SubscriptionError",
+                    status: 503,
+                    message: format!(
+                        "Subscription to {channel} failed: the cluster's shared state is unavailable, retry later"
+                    ),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The shared half of a subscription: routing, counts, presence, then the confirmation.
+    /// Sets `counted` once the broker counted the subscription.
+    #[allow(clippy::too_many_arguments)]
+    async fn join_shared(
+        &self,
+        socket: &SocketId,
+        app: &App,
+        sub: &Subscriber,
+        channel: &str,
+        member: Option<&protocol::PresenceMember>,
+        first_local: bool,
+        counted: &mut bool,
+    ) -> Result<(), HubError> {
+        let broker = &self.inner.broker;
         if first_local {
             broker
                 .subscribe_node(self.inner.node, &app.id, channel)
                 .await?;
         }
-        if broker.add_subscription(&app.id, channel, socket).await? == 1 {
+        let count = broker.add_subscription(&app.id, channel, socket).await?;
+        *counted = true;
+        if count == 1 {
             self.webhook(
                 app,
                 WebhookEvent::ChannelOccupied {
-                    channel: s.channel.clone(),
+                    channel: channel.to_owned(),
                 },
             );
         }
-        if let Some(m) = &member {
+        if let Some(m) = member {
             let is_new_user = broker
                 .presence_add(&app.id, channel, socket, m.clone())
                 .await?;
@@ -996,7 +1093,7 @@ impl Hub {
                 self.webhook(
                     app,
                     WebhookEvent::MemberAdded {
-                        channel: s.channel.clone(),
+                        channel: channel.to_owned(),
                         user_id: m.user_id.clone(),
                     },
                 );
@@ -1068,13 +1165,9 @@ impl Hub {
         }
     }
 
-    async fn leave_channel(
-        &self,
-        socket: &SocketId,
-        app: &App,
-        channel: &str,
-        presence: bool,
-    ) -> Result<(), HubError> {
+    /// Removes `socket` from the local subscribers of `channel` (and the node's broker route
+    /// when it was the last). Returns whether it was the last.
+    async fn unroute(&self, socket: &SocketId, app: &App, channel: &str) -> bool {
         let last_local = {
             let mut channels = self
                 .inner
@@ -1083,9 +1176,10 @@ impl Hub {
                 .write()
                 .unwrap_or_else(|e| e.into_inner());
             let mut last = false;
+            let mut removed = false;
             if let Some(app_channels) = channels.get_mut(app.id.as_str()) {
                 if let Some(subs) = app_channels.get_mut(channel) {
-                    subs.remove(socket);
+                    removed = subs.remove(socket).is_some();
                     if subs.is_empty() {
                         app_channels.remove(channel);
                         last = true;
@@ -1095,18 +1189,36 @@ impl Hub {
                     channels.remove(app.id.as_str());
                 }
             }
+            if removed {
+                self.inner
+                    .metrics
+                    .subscriptions_current
+                    .fetch_sub(1, Relaxed);
+            }
             last
         };
-        self.inner
-            .metrics
-            .subscriptions_current
-            .fetch_sub(1, Relaxed);
-        let broker = &self.inner.broker;
         if last_local {
-            broker
+            if let Err(e) = self
+                .inner
+                .broker
                 .unsubscribe_node(self.inner.node, &app.id, channel)
-                .await?;
+                .await
+            {
+                tracing::debug!(channel, "unsubscribe_node: {e}");
+            }
         }
+        last_local
+    }
+
+    async fn leave_channel(
+        &self,
+        socket: &SocketId,
+        app: &App,
+        channel: &str,
+        presence: bool,
+    ) -> Result<(), HubError> {
+        self.unroute(socket, app, channel).await;
+        let broker = &self.inner.broker;
         if presence {
             if let Some(leave) = broker.presence_remove(&app.id, channel, socket).await? {
                 if leave.user_left {

@@ -62,6 +62,21 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Run as one node of a cluster sharing state through Redis: `redis://[:password@]host:port/db`,
+    /// `rediss://...` (TLS), or `redis+sentinel://host:port,host:port/master-name[/db]`.
+    /// Without it the node runs alone with the in-process broker. Env: DUPLEX_REDIS_URL;
+    /// TOML: `redis_url`.
+    #[arg(long = "redis", value_name = "URL")]
+    pub redis: Option<String>,
+    /// Prefix of the cluster's Redis keys (default `duplex`), so several clusters or
+    /// environments can share one Redis. Env: DUPLEX_REDIS_PREFIX; TOML: `redis_prefix`.
+    #[arg(long, value_name = "PREFIX")]
+    pub redis_prefix: Option<String>,
+    /// Seconds after which a node that stopped renewing its lease in Redis is dead: its
+    /// presence members and subscriptions are removed (default 20, so within 25 s).
+    /// Env: DUPLEX_NODE_TIMEOUT; TOML: `node_timeout`.
+    #[arg(long, value_name = "SECS")]
+    pub node_timeout: Option<u64>,
 }
 
 /// Everything `serve` needs beyond the hub config.
@@ -93,6 +108,15 @@ pub fn build(args: &ServeArgs, env: &HashMap<String, String>) -> anyhow::Result<
     }
     if let Some(port) = args.port {
         hub.port = port;
+    }
+    if let Some(url) = &args.redis {
+        hub.redis_url = Some(url.clone());
+    }
+    if let Some(prefix) = &args.redis_prefix {
+        hub.redis_prefix = prefix.clone();
+    }
+    if let Some(t) = args.node_timeout {
+        hub.node_timeout = t;
     }
     let touches_app = args.app_id.is_some()
         || args.app_key.is_some()
@@ -165,6 +189,33 @@ mod tests {
         assert_eq!(s.hub.apps[0].key, "env-key");
         assert!(s.hub.apps[0].enable_client_events);
         assert!(!s.demo, "demo auth is off for non-default credentials");
+    }
+
+    #[test]
+    fn redis_from_env_then_flags() {
+        let env = HashMap::from([
+            (
+                "DUPLEX_REDIS_URL".to_string(),
+                "redis://127.0.0.1:1/0".to_string(),
+            ),
+            ("DUPLEX_REDIS_PREFIX".to_string(), "staging".to_string()),
+        ]);
+        let s = build(&args(&[]), &env).unwrap();
+        assert_eq!(s.hub.redis_url.as_deref(), Some("redis://127.0.0.1:1/0"));
+        assert_eq!(s.hub.redis_prefix, "staging");
+        assert_eq!(s.hub.node_timeout, 20);
+        let s = build(
+            &args(&["--redis", "redis://127.0.0.1:2/0", "--node-timeout", "5"]),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(s.hub.redis_url.as_deref(), Some("redis://127.0.0.1:2/0"));
+        assert_eq!(s.hub.node_timeout, 5);
+        let s = build(&args(&[]), &HashMap::new()).unwrap();
+        assert_eq!(
+            s.hub.redis_url, None,
+            "alone on the memory broker by default"
+        );
     }
 
     #[test]

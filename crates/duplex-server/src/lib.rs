@@ -31,9 +31,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use duplex::server::ServerConfig;
-use duplex_hub::broker::MemoryBroker;
+use duplex_hub::broker::{Broker, MemoryBroker};
 use duplex_hub::hub::Hub;
 use duplex_hub::webhooks::{RetryPolicy, WebhookDispatcher};
+use duplex_redis::{RedisBroker, RedisConfig};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -71,7 +72,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     let cfg = settings.hub.clone();
-    let hub = Hub::new(cfg.clone(), Arc::new(MemoryBroker::new()))?;
+    let (broker, node): (Arc<dyn Broker>, Option<String>) = match &cfg.redis_url {
+        None => (Arc::new(MemoryBroker::new()), None),
+        Some(url) => {
+            let mut rc = RedisConfig::new(url.clone());
+            rc.prefix = cfg.redis_prefix.clone();
+            rc.node_timeout = Duration::from_secs(cfg.node_timeout);
+            let broker = RedisBroker::connect(rc).await?;
+            let id = broker.node_id().to_owned();
+            (Arc::new(broker), Some(id))
+        }
+    };
+    let hub = Hub::new(cfg.clone(), broker)?;
 
     // The largest client frame the hub could accept, with room for the JSON envelope.
     let max_app_message = cfg
@@ -123,7 +135,7 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}:{}", cfg.host, cfg.port))?;
     let local = listener.local_addr()?;
-    print_banner(&cfg, local, tls.is_some(), settings.demo);
+    print_banner(&cfg, local, tls.is_some(), settings.demo, node.as_deref());
 
     let stop_accept = CancellationToken::new();
     let http_conns = TaskTracker::new();
@@ -224,6 +236,7 @@ fn print_banner(
     addr: std::net::SocketAddr,
     tls: bool,
     demo: bool,
+    node: Option<&str>,
 ) {
     let (ws, http) = if tls {
         ("wss", "https")
@@ -259,6 +272,15 @@ fn print_banner(
         app.id, app.id, host
     );
     println!("  Ops:       {http}://{host}:{port}/metrics /health /ready");
+    match (node, &cfg.redis_url) {
+        (Some(node), Some(url)) => println!(
+            "  Cluster:   node {node}, Redis {} (prefix {:?}, node timeout {} s)",
+            duplex_redis::redact(url),
+            cfg.redis_prefix,
+            cfg.node_timeout
+        ),
+        _ => println!("  Cluster:   none (in-process broker; --redis URL to run several nodes)"),
+    }
     if demo {
         println!(
             "  Demo chat: {http}://{host}:{port}/   (its /demo/auth signs any channel: demo only)"

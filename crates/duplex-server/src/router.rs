@@ -7,7 +7,7 @@
 //! | `/users/{user}/terminate_connections` | the same API: the Python SDK's path for it |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /health` | 200 while the process serves |
-//! | `GET /ready` | 200 while accepting connections, 503 while draining |
+//! | `GET /ready` | 200 while accepting connections; 503 while draining or while the cluster's Redis is unreachable |
 //! | `GET /`, `/app.js`, `/style.css` | the demo chat (embedded) |
 //! | `POST /demo/auth` | **demo only**: signs any channel for the first app |
 //! | anything else | 404; a WebSocket upgrade gets `pusher:error` + close 4005 |
@@ -180,6 +180,12 @@ async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
 async fn ready(AxumState(state): AxumState<Arc<State>>) -> Response {
     if state.hub.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if !state.hub.is_ready() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the cluster's Redis is unreachable or this node is re-registering\n",
+        )
+            .into_response()
     } else {
         "ready\n".into_response()
     }
