@@ -77,11 +77,19 @@ impl Bits {
     }
 }
 
-/// Where and how the publisher triggers events.
-pub struct Publish {
+/// One hub's REST endpoint.
+pub struct PublishTarget {
     pub addr: SocketAddr,
     /// `Host` header value.
     pub host_header: String,
+}
+
+/// Where and how the publisher triggers events.
+pub struct Publish {
+    /// One per hub, in the order of the hub URLs; at least one.
+    pub targets: Vec<PublishTarget>,
+    /// Event k goes to hub k mod N; otherwise every event goes to the first hub.
+    pub round_robin: bool,
     pub app_id: String,
     pub app_key: String,
     pub app_secret: String,
@@ -92,9 +100,18 @@ impl Publish {
         format!("/apps/{}/events", self.app_id)
     }
 
-    /// The REST URL, for the report.
-    pub fn url(&self) -> String {
-        format!("http://{}{}", self.host_header, self.path())
+    /// The REST URL of hub `hub`, for the report.
+    pub fn url(&self, hub: usize) -> String {
+        format!("http://{}{}", self.targets[hub].host_header, self.path())
+    }
+
+    /// The hub event `seq` is triggered on.
+    fn hub_of(&self, seq: u64) -> usize {
+        if self.round_robin {
+            (seq % self.targets.len() as u64) as usize
+        } else {
+            0
+        }
     }
 
     /// Path and signed query of a POST of `body` (Pusher REST authentication).
@@ -127,8 +144,14 @@ impl Publish {
 pub struct Shared {
     pub publish: Publish,
     pub channel: String,
-    /// Path and query the subscribers connect to.
+    /// Path and query the subscribers connect to (of the first hub).
     pub ws_path: String,
+    /// The hub URLs, as given.
+    hub_urls: Vec<String>,
+    /// How to reach hubs 2..N (the first is the run's own plan).
+    other_hubs: Vec<ConnectPlan>,
+    /// Subscriptions confirmed, per hub.
+    subscribed: Vec<AtomicU64>,
     /// Size of each event's data (at least what the sequence number and times take).
     pub payload_size: usize,
     /// Between two events' intended send times.
@@ -155,10 +178,13 @@ pub struct Shared {
 }
 
 impl Shared {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         publish: Publish,
         channel: String,
         ws_path: String,
+        hub_urls: Vec<String>,
+        other_hubs: Vec<ConnectPlan>,
         payload_size: usize,
         rate: f64,
         max_events: u64,
@@ -167,6 +193,9 @@ impl Shared {
             publish,
             channel,
             ws_path,
+            subscribed: (0..=other_hubs.len()).map(|_| AtomicU64::new(0)).collect(),
+            hub_urls,
+            other_hubs,
             payload_size,
             interval: Duration::from_nanos(((1e9 / rate).round() as u64).max(1)),
             max_events,
@@ -180,6 +209,21 @@ impl Shared {
             data_bytes: AtomicU64::new(0),
             publish_times: Mutex::new(stats::new_histogram()),
             warned_bad: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Shared {
+    /// Subscriber `index`'s hub: index mod N.
+    pub fn hub_of(&self, index: usize) -> usize {
+        index % (self.other_hubs.len() + 1)
+    }
+
+    /// How subscriber `index` connects: `first` is the plan of the first hub.
+    pub fn plan<'a>(&'a self, index: usize, first: &'a ConnectPlan) -> &'a ConnectPlan {
+        match self.hub_of(index) {
+            0 => first,
+            hub => &self.other_hubs[hub - 1],
         }
     }
 }
@@ -292,10 +336,12 @@ fn clip(s: &str) -> &str {
 /// subscribes to the channel and waits for the server's confirmation, all within the plan's
 /// timeout.
 pub async fn connect_and_subscribe(
-    plan: &ConnectPlan,
+    first: &ConnectPlan,
+    index: usize,
     source: Option<std::net::IpAddr>,
     fanout: &Shared,
 ) -> Result<(WebSocket<TcpStream>, bool), String> {
+    let plan = fanout.plan(index, first);
     let began = Instant::now();
     let (mut ws, deflate) = connect::connect(plan, source).await?;
     let left = plan.timeout.saturating_sub(began.elapsed());
@@ -316,7 +362,10 @@ pub async fn connect_and_subscribe(
         .await
     };
     match tokio::time::timeout(left, steps).await {
-        Ok(Ok(())) => Ok((ws, deflate)),
+        Ok(Ok(())) => {
+            fanout.subscribed[fanout.hub_of(index)].fetch_add(1, Relaxed);
+            Ok((ws, deflate))
+        }
         Ok(Err(e)) => Err(e),
         Err(_) => Err(format!(
             "connect, handshake and subscription not done within {:?}",
@@ -503,18 +552,24 @@ impl Client {
     }
 }
 
-/// POSTs one event, (re)connecting first if needed.
-async fn trigger(f: &Shared, client: &mut Option<Client>, body: String) -> Result<(), String> {
+/// POSTs one event to hub `hub`, (re)connecting first if needed.
+async fn trigger(
+    f: &Shared,
+    client: &mut Option<Client>,
+    hub: usize,
+    body: String,
+) -> Result<(), String> {
     let target = f.publish.signed_target(&body)?;
+    let hub = &f.publish.targets[hub];
     let request = http::Request::post(target)
-        .header(http::header::HOST, &f.publish.host_header)
+        .header(http::header::HOST, &hub.host_header)
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::USER_AGENT, "duplex-bench")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| format!("request: {e}"))?;
     let c = match client {
         Some(c) => c,
-        None => client.insert(Client::connect(f.publish.addr).await?),
+        None => client.insert(Client::connect(hub.addr).await?),
     };
     c.sender
         .ready()
@@ -568,7 +623,8 @@ async fn publish_all(run: &RunShared, f: &Shared, start: Instant, out: &mut Conn
     let hard_deadline = end + run.drain_timeout;
     // The publisher's own histogram shard.
     let shard = run.connections;
-    let mut client = None;
+    // One keep-alive connection per hub.
+    let mut clients: Vec<Option<Client>> = f.publish.targets.iter().map(|_| None).collect();
     let mut pacer = Pacer::new();
     for seq in 0..f.max_events {
         let intended = start + f.interval * u32::try_from(seq).unwrap_or(u32::MAX);
@@ -594,7 +650,9 @@ async fn publish_all(run: &RunShared, f: &Shared, start: Instant, out: &mut Conn
         f.data_bytes.fetch_max(data.len() as u64, Relaxed);
         let body = serde_json::json!({ "name": EVENT, "channel": f.channel, "data": data });
         let limit = run.drain_timeout;
-        let result = tokio::time::timeout(limit, trigger(f, &mut client, body.to_string()))
+        let hub = f.publish.hub_of(seq);
+        let client = &mut clients[hub];
+        let result = tokio::time::timeout(limit, trigger(f, client, hub, body.to_string()))
             .await
             .unwrap_or_else(|_| Err(format!("no response within {limit:?}")));
         match result {
@@ -612,7 +670,7 @@ async fn publish_all(run: &RunShared, f: &Shared, start: Instant, out: &mut Conn
                 f.failed.fetch_add(1, Relaxed);
                 ctx_error(run, out, ErrorKind::Io, 1, &format!("publish: {e}"));
                 // A failed request may leave the connection unusable: start a new one.
-                client = None;
+                *client = None;
             }
         }
     }
@@ -627,9 +685,21 @@ pub fn report(f: &Shared, totals: &Totals, rate: f64, window_s: f64) -> report::
     let subscribers = totals.established;
     let published = totals.sent;
     let expected = published * subscribers as u64;
+    let hubs = f
+        .hub_urls
+        .iter()
+        .enumerate()
+        .map(|(i, url)| report::Hub {
+            url: url.clone(),
+            rest_url: f.publish.url(i),
+            subscribers: f.subscribed[i].load(Relaxed),
+        })
+        .collect();
     report::Fanout {
         ws_path: f.ws_path.clone(),
-        rest_url: f.publish.url(),
+        rest_url: f.publish.url(0),
+        hubs,
+        publish_round_robin: f.publish.round_robin,
         app_id: f.publish.app_id.clone(),
         channel: f.channel.clone(),
         event: EVENT,
@@ -718,8 +788,11 @@ mod tests {
     #[test]
     fn signed_target_verifies() {
         let p = Publish {
-            addr: "127.0.0.1:1".parse().unwrap(),
-            host_header: "127.0.0.1:1".into(),
+            targets: vec![PublishTarget {
+                addr: "127.0.0.1:1".parse().unwrap(),
+                host_header: "127.0.0.1:1".into(),
+            }],
+            round_robin: false,
             app_id: "app-id".into(),
             app_key: "app-key".into(),
             app_secret: "app-secret".into(),

@@ -70,24 +70,27 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
-    if args
-        .url
-        .trim_start()
-        .get(..4)
-        .is_some_and(|s| s.eq_ignore_ascii_case("wss:"))
-    {
-        bail!("duplex bench supports ws:// URLs only");
-    }
-    let mut target = Target::parse(&args.url)?;
-    if args.mode == Mode::Fanout && target.path_and_query == "/" {
-        target.path_and_query = fanout::subscriber_path(&args.fanout.app_key);
-    }
     let sources = args.source_addrs();
-    let addr = connect::resolve(&target, &sources)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    if let Some(pid) = args.server_pid {
-        cpu::of_pid(pid).with_context(|| format!("cannot read the CPU time of pid {pid}"))?;
+    // The first hub is the plan's; more only in fan-out mode (checked by the options).
+    let mut hubs = Vec::new();
+    for url in args.hub_urls() {
+        if url.get(..4).is_some_and(|s| s.eq_ignore_ascii_case("wss:")) {
+            bail!("duplex bench supports ws:// URLs only");
+        }
+        let mut target = Target::parse(&url)?;
+        if args.mode == Mode::Fanout && target.path_and_query == "/" {
+            target.path_and_query = fanout::subscriber_path(&args.fanout.app_key);
+        }
+        let addr = connect::resolve(&target, &sources)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        hubs.push((target, addr));
+    }
+    let Some((target, addr)) = hubs.first().cloned() else {
+        bail!("no URL");
+    };
+    for pid in args.server_pids.iter().chain(&args.fanout.redis_pid) {
+        cpu::of_pid(*pid).with_context(|| format!("cannot read the CPU time of pid {pid}"))?;
     }
     if let Some(limit) = connect::raise_nofile_limit() {
         // Open loop: a timer descriptor per connection too.
@@ -114,16 +117,34 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
     let fanout = (args.mode == Mode::Fanout).then(|| {
         let f = &args.fanout;
         let publish = fanout::Publish {
-            addr,
-            host_header: target.host_header.clone(),
+            targets: hubs
+                .iter()
+                .map(|(t, addr)| fanout::PublishTarget {
+                    addr: *addr,
+                    host_header: t.host_header.clone(),
+                })
+                .collect(),
+            round_robin: f.publish_round_robin,
             app_id: f.app_id.clone(),
             app_key: f.app_key.clone(),
             app_secret: f.app_secret.clone(),
         };
+        let other_hubs = hubs[1..]
+            .iter()
+            .map(|(t, addr)| connect::ConnectPlan {
+                target: t.clone(),
+                addr: *addr,
+                config: config.clone(),
+                sources: sources.clone(),
+                timeout: args.connect_timeout,
+            })
+            .collect();
         fanout::Shared::new(
             publish,
             f.channel.clone(),
             target.path_and_query.clone(),
+            args.hub_urls(),
+            other_hubs,
             args.payload_size,
             args.rate.unwrap_or(1.0),
             args.fanout_events(),
@@ -211,7 +232,7 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         tokio::select! {
             biased;
             _ = &mut warm, if window_begun.is_none() => {
-                window_begun = Some(CpuSample::take(args.server_pid));
+                window_begun = Some(CpuSample::take(args));
             }
             _ = &mut finish => break,
             _ = &mut ctrl_c => interrupted = true,
@@ -233,7 +254,7 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
             }
         }
     }
-    let window_ended = CpuSample::take(args.server_pid);
+    let window_ended = CpuSample::take(args);
     let window = match (&window_begun, interrupted) {
         (None, _) => Duration::ZERO,
         (Some(_), false) => args.duration,
@@ -317,7 +338,7 @@ async fn connection_task(
         let began = Instant::now();
         let source = shared.plan.source(index);
         let result = match &shared.fanout {
-            Some(f) => fanout::connect_and_subscribe(&shared.plan, source, f)
+            Some(f) => fanout::connect_and_subscribe(&shared.plan, index, source, f)
                 .await
                 .map(|(ws, deflate)| (Established::Ws(ws), deflate)),
             None if uses_raw_engine(&shared) => connect::connect_raw(&shared.plan, source)
@@ -404,19 +425,26 @@ fn uses_raw_engine(shared: &RunShared) -> bool {
     shared.mode == Mode::Closed && !shared.plan.config.deflate.enabled
 }
 
-/// CPU times of this process (and the server's) at one instant.
+/// CPU times of this process (and the servers', and Redis's) at one instant.
 struct CpuSample {
     at: Instant,
     client: Option<cpu::CpuTimes>,
-    server: Option<cpu::CpuTimes>,
+    /// One per `--server-pid`, in order.
+    servers: Vec<Option<cpu::CpuTimes>>,
+    redis: Option<cpu::CpuTimes>,
 }
 
 impl CpuSample {
-    fn take(server_pid: Option<u32>) -> CpuSample {
+    fn take(args: &BenchArgs) -> CpuSample {
         CpuSample {
             at: Instant::now(),
             client: cpu::own().ok(),
-            server: server_pid.and_then(|pid| cpu::of_pid(pid).ok()),
+            servers: args
+                .server_pids
+                .iter()
+                .map(|pid| cpu::of_pid(*pid).ok())
+                .collect(),
+            redis: args.fanout.redis_pid.and_then(|pid| cpu::of_pid(pid).ok()),
         }
     }
 }
@@ -471,20 +499,64 @@ fn build_report(
     let client_delta = window_begun
         .and_then(|b| Some(window_ended.client?.since(b.client?)))
         .unwrap_or_default();
-    let server_cpu = args.server_pid.and_then(|pid| {
-        let delta = window_ended.server?.since(window_begun?.server?);
-        Some(report::ServerCpu {
+    // Every PID's delta, or none if one of them could not be read.
+    let per_pid: Option<Vec<(u32, cpu::CpuTimes)>> = args
+        .server_pids
+        .iter()
+        .enumerate()
+        .map(|(i, pid)| {
+            let before = (*window_begun?.servers.get(i)?)?;
+            let after = (*window_ended.servers.get(i)?)?;
+            Some((*pid, after.since(before)))
+        })
+        .collect();
+    let server_cpu = per_pid.filter(|p| !p.is_empty()).map(|per_pid| {
+        let sum = per_pid
+            .iter()
+            .fold(cpu::CpuTimes::default(), |a, (_, d)| cpu::CpuTimes {
+                user: a.user + d.user,
+                system: a.system + d.system,
+            });
+        let process = |pid: u32, d: cpu::CpuTimes| report::ProcessCpu {
+            pid,
+            user_s: round3(d.user.as_secs_f64()),
+            system_s: round3(d.system.as_secs_f64()),
+            total_s: round3(d.total().as_secs_f64()),
+            utilization: per_second(d.total().as_secs_f64(), sampled_wall),
+            us_per_echo: per_echo_us(d.total()),
+        };
+        let total = process(per_pid[0].0, sum);
+        report::ServerCpu {
+            pid: total.pid,
+            pids: args.server_pids.clone(),
+            user_s: total.user_s,
+            system_s: total.system_s,
+            total_s: total.total_s,
+            utilization: total.utilization,
+            us_per_echo: total.us_per_echo,
+            per_pid: if per_pid.len() > 1 {
+                per_pid.iter().map(|(pid, d)| process(*pid, *d)).collect()
+            } else {
+                Vec::new()
+            },
+        }
+    });
+    if !args.server_pids.is_empty() && server_cpu.is_none() && window_begun.is_some() {
+        tracing::warn!("a server's CPU time could not be read at the end of the window");
+    }
+    let redis_cpu = args.fanout.redis_pid.and_then(|pid| {
+        let delta = window_ended.redis?.since(window_begun?.redis?);
+        let total = delta.total().as_secs_f64();
+        Some(report::RedisCpu {
             pid,
             user_s: round3(delta.user.as_secs_f64()),
             system_s: round3(delta.system.as_secs_f64()),
-            total_s: round3(delta.total().as_secs_f64()),
-            utilization: per_second(delta.total().as_secs_f64(), sampled_wall),
-            us_per_echo: per_echo_us(delta.total()),
+            total_s: round3(total),
+            utilization: per_second(total, sampled_wall),
+            us_per_event: (totals.sent > 0).then(|| round3(total * 1e6 / totals.sent as f64)),
+            us_per_delivery: per_echo_us(delta.total()),
         })
     });
-    if args.server_pid.is_some() && server_cpu.is_none() && window_begun.is_some() {
-        tracing::warn!("the server's CPU time could not be read at the end of the window");
-    }
     let latency = shared.recorder.merged();
     let connect_times = shared
         .connect_times
@@ -518,7 +590,9 @@ fn build_report(
             connect_timeout_s: args.connect_timeout.as_secs_f64(),
             connect_concurrency: args.connect_concurrency,
             drain_timeout_s: args.drain_timeout.as_secs_f64(),
-            server_pid: args.server_pid,
+            server_pid: args.server_pid(),
+            server_pids: args.server_pids.clone(),
+            redis_pid: args.fanout.redis_pid,
         },
         connections: report::Connections {
             requested: args.connections,
@@ -569,6 +643,7 @@ fn build_report(
             process_total_s: round3(process_cpu.total().as_secs_f64()),
         },
         server_cpu,
+        redis_cpu,
         fanout: shared
             .fanout
             .as_ref()

@@ -20,6 +20,9 @@ pub const MAX_SOURCES: usize = 4096;
 /// Most events one fan-out run publishes (each subscriber keeps a bit per event).
 pub const MAX_FANOUT_EVENTS: u64 = 1_000_000;
 
+/// Most hub URLs in fan-out mode, and most `--server-pid`s.
+pub const MAX_HUBS: usize = 256;
+
 /// How messages are paced.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -120,8 +123,10 @@ pub struct BenchArgs {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
     /// Also report this process's CPU time over the window (from /proc/PID/stat), per echo.
-    #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
+    /// Repeatable (or a comma list): the CPU times of every PID are summed (the nodes of a
+    /// cluster), and reported per PID too.
+    #[arg(long = "server-pid", value_name = "PID", value_delimiter = ',')]
+    pub server_pids: Vec<u32>,
     /// Print one JSON object with every figure and the options on stdout.
     #[arg(long)]
     pub json: bool,
@@ -156,6 +161,18 @@ pub struct FanoutArgs {
     /// The public channel every connection subscribes to.
     #[arg(long, default_value = "duplex-bench")]
     pub channel: String,
+    /// Another hub of the same cluster (`ws://HOST:PORT`; repeatable or a comma list; the
+    /// positional URL may be a comma list too). Subscribers are spread round robin over the
+    /// positional URL(s) then these: subscriber i connects to hub i mod N.
+    #[arg(long = "url", value_name = "URL", value_delimiter = ',')]
+    pub extra_urls: Vec<String>,
+    /// Trigger event k on hub k mod N instead of always on the first hub.
+    #[arg(long)]
+    pub publish_round_robin: bool,
+    /// Also report this process's CPU time over the window per event published (the Redis
+    /// server a cluster shares).
+    #[arg(long, value_name = "PID")]
+    pub redis_pid: Option<u32>,
 }
 
 impl BenchArgs {
@@ -214,6 +231,14 @@ impl BenchArgs {
         }
         if self.mode == Mode::Fanout {
             self.validate_fanout()?;
+        } else {
+            let f = &self.fanout;
+            if self.hub_urls().len() > 1 || f.publish_round_robin || f.redis_pid.is_some() {
+                return Err(
+                    "several URLs, --url, --publish-round-robin and --redis-pid are for --mode fanout"
+                        .into(),
+                );
+            }
         }
         if self.idle {
             if self.mode != Mode::Closed || self.rate.is_some() {
@@ -222,6 +247,9 @@ impl BenchArgs {
             if self.deflate {
                 return Err("--idle opens plain connections: drop --deflate".into());
             }
+        }
+        if self.server_pids.len() > MAX_HUBS {
+            return Err(format!("at most {MAX_HUBS} --server-pid"));
         }
         let sources = self.source_addrs();
         if sources.len() > MAX_SOURCES {
@@ -265,6 +293,10 @@ impl BenchArgs {
                 f.channel
             ));
         }
+        let hubs = self.hub_urls().len();
+        if hubs == 0 || hubs > MAX_HUBS {
+            return Err(format!("1 to {MAX_HUBS} hub URLs"));
+        }
         // Both go into URLs unescaped.
         for (name, value) in [("--app-id", &f.app_id), ("--app-key", &f.app_key)] {
             let ok = !value.is_empty()
@@ -276,6 +308,23 @@ impl BenchArgs {
             }
         }
         Ok(())
+    }
+
+    /// Every hub URL: the positional one(s) (a comma list), then each `--url`. One URL outside
+    /// fan-out mode.
+    pub fn hub_urls(&self) -> Vec<String> {
+        self.url
+            .split(',')
+            .chain(self.fanout.extra_urls.iter().flat_map(|u| u.split(',')))
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The first PID of `--server-pid`, if any.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server_pids.first().copied()
     }
 
     /// Fan-out: events the publisher will schedule, warm-up included (rounded up).
@@ -363,6 +412,40 @@ mod tests {
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("inf").is_err());
+    }
+
+    #[test]
+    fn hub_urls_join_the_positional_list_and_url_options() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+                .unwrap()
+                .bench
+        };
+        let a = parse(&[
+            "ws://a:1,ws://b:2",
+            "--url",
+            "ws://c:3",
+            "--url=ws://d:4,ws://e:5",
+        ]);
+        assert_eq!(
+            a.hub_urls(),
+            ["ws://a:1", "ws://b:2", "ws://c:3", "ws://d:4", "ws://e:5"]
+        );
+        assert!(a.validate().is_err(), "several hubs outside fan-out mode");
+        let b = parse(&["ws://a:1", "--server-pid", "1,2", "--server-pid", "3"]);
+        assert_eq!(b.server_pids, [1, 2, 3]);
+        assert_eq!(b.server_pid(), Some(1));
+        assert_eq!(parse(&[]).hub_urls(), ["ws://127.0.0.1:9001/"]);
+        let c = parse(&[
+            "ws://a:1", "--mode", "fanout", "--rate", "1", "--url", "ws://b:2",
+        ]);
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -36,8 +36,10 @@ pub struct Report {
     pub connect_ms: Latency,
     pub errors: Errors,
     pub client_cpu: ClientCpu,
-    /// With `--server-pid`.
+    /// With `--server-pid`: summed over every PID given.
     pub server_cpu: Option<ServerCpu>,
+    /// With `--redis-pid` (fan-out): the Redis server's CPU time per event published.
+    pub redis_cpu: Option<RedisCpu>,
     /// Fan-out mode only.
     pub fanout: Option<Fanout>,
 }
@@ -48,8 +50,12 @@ pub struct Report {
 pub struct Fanout {
     /// Path and query the subscribers connected to.
     pub ws_path: String,
-    /// Where events were triggered.
+    /// Where events were triggered (the first hub's).
     pub rest_url: String,
+    /// Every hub, in the order given (subscriber i is on hub i mod N).
+    pub hubs: Vec<Hub>,
+    /// Events went to the hubs in turn (`--publish-round-robin`), else all to the first.
+    pub publish_round_robin: bool,
     pub app_id: String,
     pub channel: String,
     /// The events' name.
@@ -83,6 +89,15 @@ pub struct Fanout {
     pub publish_ms: Latency,
 }
 
+/// One hub of a fan-out run.
+#[derive(Serialize, Debug, Default)]
+pub struct Hub {
+    pub url: String,
+    pub rest_url: String,
+    /// Subscriptions it confirmed.
+    pub subscribers: u64,
+}
+
 #[derive(Serialize, Debug)]
 pub struct Options {
     pub url: String,
@@ -102,7 +117,11 @@ pub struct Options {
     pub connect_timeout_s: f64,
     pub connect_concurrency: usize,
     pub drain_timeout_s: f64,
+    /// The first `--server-pid`.
     pub server_pid: Option<u32>,
+    /// Every `--server-pid`.
+    pub server_pids: Vec<u32>,
+    pub redis_pid: Option<u32>,
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -198,14 +217,45 @@ pub struct ClientCpu {
     pub process_total_s: f64,
 }
 
+/// CPU time over the window, summed over `pids` (one entry of `per_pid` each).
 #[derive(Serialize, Debug, Default)]
 pub struct ServerCpu {
+    /// The first PID.
+    pub pid: u32,
+    pub pids: Vec<u32>,
+    pub user_s: f64,
+    pub system_s: f64,
+    pub total_s: f64,
+    /// total_s / wall time: 1.0 is one core busy all the time.
+    pub utilization: f64,
+    pub us_per_echo: Option<f64>,
+    /// With several PIDs: each one's figures.
+    pub per_pid: Vec<ProcessCpu>,
+}
+
+/// One process's CPU time over the window.
+#[derive(Serialize, Debug, Default)]
+pub struct ProcessCpu {
     pub pid: u32,
     pub user_s: f64,
     pub system_s: f64,
     pub total_s: f64,
     pub utilization: f64,
     pub us_per_echo: Option<f64>,
+}
+
+/// The Redis server's CPU time over the window.
+#[derive(Serialize, Debug, Default)]
+pub struct RedisCpu {
+    pub pid: u32,
+    pub user_s: f64,
+    pub system_s: f64,
+    pub total_s: f64,
+    pub utilization: f64,
+    /// Per event of the window the API accepted.
+    pub us_per_event: Option<f64>,
+    /// Per delivery (for comparison with the servers' figure).
+    pub us_per_delivery: Option<f64>,
 }
 
 pub fn round3(x: f64) -> f64 {
@@ -300,6 +350,23 @@ impl Report {
                 f.duplicates,
                 f.out_of_order
             );
+            if f.hubs.len() > 1 {
+                let hubs: Vec<String> = f
+                    .hubs
+                    .iter()
+                    .map(|h| format!("{} ({})", h.url, h.subscribers))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "hubs          {} (subscribers); events triggered on {}",
+                    hubs.join(", "),
+                    if f.publish_round_robin {
+                        "each hub in turn"
+                    } else {
+                        "the first"
+                    }
+                );
+            }
             let p = &f.publish_ms;
             let _ = writeln!(
                 s,
@@ -344,13 +411,38 @@ impl Report {
             per_echo(cpu.us_per_echo, self.fanout.is_some())
         );
         if let Some(srv) = &self.server_cpu {
+            let pids: Vec<String> = srv.pids.iter().map(u32::to_string).collect();
             let _ = writeln!(
                 s,
                 "server CPU    {:.2} s ({:.0} %, pid {}){}",
                 srv.total_s,
                 srv.utilization * 100.0,
-                srv.pid,
+                pids.join("+"),
                 per_echo(srv.us_per_echo, self.fanout.is_some())
+            );
+            if srv.per_pid.len() > 1 {
+                for p in &srv.per_pid {
+                    let _ = writeln!(
+                        s,
+                        "  pid {:<9} {:.2} s ({:.0} %){}",
+                        p.pid,
+                        p.total_s,
+                        p.utilization * 100.0,
+                        per_echo(p.us_per_echo, self.fanout.is_some())
+                    );
+                }
+            }
+        }
+        if let Some(r) = &self.redis_cpu {
+            let _ = writeln!(
+                s,
+                "redis CPU     {:.2} s ({:.0} %, pid {}){}",
+                r.total_s,
+                r.utilization * 100.0,
+                r.pid,
+                r.us_per_event
+                    .map(|us| format!(", {us:.2} µs per event"))
+                    .unwrap_or_default()
             );
         }
         s
