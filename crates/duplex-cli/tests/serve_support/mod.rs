@@ -23,13 +23,22 @@ pub struct Server {
 impl Server {
     /// Starts `duplex serve --host 127.0.0.1 --port 0 <extra>` and waits for its address.
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_logged(extra, None)
+    }
+
+    /// Like [`Server::start`], with the server's log (stderr) written to `log` when given.
+    pub fn start_logged(extra: &[&str], log: Option<&std::path::Path>) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_duplex"));
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log file")),
+            None => Stdio::inherit(),
+        };
         cmd.args(["serve", "--host", "127.0.0.1", "--port", "0"])
             .args(extra)
             .env("DUPLEX_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, _) in std::env::vars() {
             if k.starts_with("DUPLEX_") && k != "DUPLEX_LOG" {
                 cmd.env_remove(k);
