@@ -23,6 +23,8 @@
 //! | `cache_ttl` | 1 800 s | cache channels keep their last event "up to 30 minutes" |
 //! | `webhook_endpoint_queue` | 1 000 requests | per endpoint; a dead endpoint only fills its own queue |
 //! | `webhook_vacate_delay_ms` | 3 000 ms | Pusher holds `channel_vacated` / `member_removed` a few seconds so a quick rejoin sends nothing |
+//! | `trust_proxy` | `[]` | no peer is a trusted proxy: `X-Forwarded-For` and PROXY headers are ignored unless their sender is listed |
+//! | `proxy_protocol` | false | a PROXY header is expected only when the load balancer is set to send one |
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -135,6 +137,13 @@ pub struct HubConfig {
     /// Seconds after which a cluster node that stopped renewing its lease is considered dead
     /// and its members and subscriptions are removed.
     pub node_timeout: u64,
+    /// Peers (CIDRs such as `10.0.0.0/8` or single addresses) whose `X-Forwarded-For` header,
+    /// and PROXY protocol header with [`HubConfig::proxy_protocol`], name the real client.
+    /// Empty: every forwarded address is ignored. The server edge parses and applies them.
+    pub trust_proxy: Vec<String>,
+    /// Expect a PROXY protocol (v1 or v2) header on every accepted TCP connection; connections
+    /// from peers outside [`HubConfig::trust_proxy`] are closed.
+    pub proxy_protocol: bool,
 }
 
 impl Default for HubConfig {
@@ -155,6 +164,8 @@ impl Default for HubConfig {
             redis_url: None,
             redis_prefix: "duplex".into(),
             node_timeout: 20,
+            trust_proxy: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }
@@ -204,7 +215,9 @@ impl HubConfig {
         toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))
     }
 
-    /// Applies `DUPLEX_REDIS_URL`, `DUPLEX_REDIS_PREFIX`, `DUPLEX_NODE_TIMEOUT`, `DUPLEX_PORT`, `DUPLEX_APP_ID`, `DUPLEX_APP_KEY`, `DUPLEX_APP_SECRET` and
+    /// Applies `DUPLEX_REDIS_URL`, `DUPLEX_REDIS_PREFIX`, `DUPLEX_NODE_TIMEOUT`,
+    /// `DUPLEX_TRUST_PROXY` (comma-separated CIDRs), `DUPLEX_PROXY_PROTOCOL` (`true`/`false`),
+    /// `DUPLEX_PORT`, `DUPLEX_APP_ID`, `DUPLEX_APP_KEY`, `DUPLEX_APP_SECRET` and
     /// `DUPLEX_APP_ENABLE_CLIENT_EVENTS` (`true`/`false`/`1`/`0`) from `env`; the `APP_`
     /// variables change the first app.
     pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
@@ -219,6 +232,22 @@ impl HubConfig {
                 invalid(
                     "DUPLEX_NODE_TIMEOUT",
                     format!("{v:?} is not a number of seconds"),
+                )
+            })?;
+        }
+        if let Some(v) = env.get("DUPLEX_TRUST_PROXY") {
+            self.trust_proxy = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some(v) = env.get("DUPLEX_PROXY_PROTOCOL") {
+            self.proxy_protocol = parse_bool(v).ok_or_else(|| {
+                invalid(
+                    "DUPLEX_PROXY_PROTOCOL",
+                    format!("{v:?} is not true/false/1/0"),
                 )
             })?;
         }
@@ -512,6 +541,32 @@ mod tests {
             ("42", "key42", "sec42")
         );
         assert!(c.apps[0].enable_client_events);
+    }
+
+    #[test]
+    fn trust_proxy_from_toml_and_env() {
+        let c = HubConfig::from_toml(
+            "trust_proxy = [\"127.0.0.1/32\", \"10.0.0.0/8\"]\nproxy_protocol = true",
+        )
+        .expect("parses");
+        assert_eq!(c.trust_proxy, ["127.0.0.1/32", "10.0.0.0/8"]);
+        assert!(c.proxy_protocol);
+        assert!(HubConfig::default().trust_proxy.is_empty());
+        let mut c = HubConfig::default();
+        let env = HashMap::from([
+            (
+                "DUPLEX_TRUST_PROXY".to_string(),
+                " 192.168.0.0/16, ::1 ,".to_string(),
+            ),
+            ("DUPLEX_PROXY_PROTOCOL".to_string(), "1".to_string()),
+        ]);
+        c.apply_env(&env).expect("valid env");
+        assert_eq!(c.trust_proxy, ["192.168.0.0/16", "::1"]);
+        assert!(c.proxy_protocol);
+        let env = HashMap::from([("DUPLEX_PROXY_PROTOCOL".to_string(), "v2".to_string())]);
+        assert!(
+            matches!(c.apply_env(&env), Err(ConfigError::Invalid { key, .. }) if key == "DUPLEX_PROXY_PROTOCOL")
+        );
     }
 
     #[test]

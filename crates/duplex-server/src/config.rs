@@ -77,6 +77,17 @@ pub struct ServeArgs {
     /// Env: DUPLEX_NODE_TIMEOUT; TOML: `node_timeout`.
     #[arg(long, value_name = "SECS")]
     pub node_timeout: Option<u64>,
+    /// Load balancers to believe: the client address in `X-Forwarded-For` (and in PROXY
+    /// headers, with --proxy-protocol) is used only when the TCP peer is in one of these
+    /// networks (`10.0.0.0/8`, `127.0.0.1`, `::1/128`, comma-separated). Without it forwarded
+    /// addresses are ignored. Env: DUPLEX_TRUST_PROXY; TOML: `trust_proxy = ["10.0.0.0/8"]`.
+    #[arg(long, value_name = "CIDR[,CIDR...]", value_delimiter = ',')]
+    pub trust_proxy: Option<Vec<String>>,
+    /// Expect a PROXY protocol header (v1 or v2, e.g. HAProxy `send-proxy-v2`) on every
+    /// accepted TCP connection; connections from peers outside --trust-proxy, or without a
+    /// valid header, are closed. Env: DUPLEX_PROXY_PROTOCOL; TOML: `proxy_protocol = true`.
+    #[arg(long)]
+    pub proxy_protocol: bool,
 }
 
 /// Everything `serve` needs beyond the hub config.
@@ -90,6 +101,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Serve `/` and `/demo/auth`.
     pub demo: bool,
+    /// Which peers may name the client (`X-Forwarded-For`, PROXY protocol).
+    pub trust: crate::proxy::TrustProxy,
 }
 
 /// Merges the file, `env` and the flags, in that order, and validates.
@@ -118,6 +131,16 @@ pub fn build(args: &ServeArgs, env: &HashMap<String, String>) -> anyhow::Result<
     if let Some(t) = args.node_timeout {
         hub.node_timeout = t;
     }
+    if let Some(nets) = &args.trust_proxy {
+        hub.trust_proxy = nets
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+    }
+    if args.proxy_protocol {
+        hub.proxy_protocol = true;
+    }
     let touches_app = args.app_id.is_some()
         || args.app_key.is_some()
         || args.app_secret.is_some()
@@ -140,6 +163,8 @@ pub fn build(args: &ServeArgs, env: &HashMap<String, String>) -> anyhow::Result<
         }
     }
     hub.validate()?;
+    let trust = crate::proxy::TrustProxy::new(&hub.trust_proxy, hub.proxy_protocol)
+        .map_err(|e| anyhow::anyhow!("config key `trust_proxy`: {e}"))?;
     let default_secret = hub
         .apps
         .first()
@@ -150,6 +175,7 @@ pub fn build(args: &ServeArgs, env: &HashMap<String, String>) -> anyhow::Result<
         tls: args.tls_cert.clone().zip(args.tls_key.clone()),
         drain_timeout: Duration::from_secs(args.drain_timeout),
         demo,
+        trust,
     })
 }
 
@@ -215,6 +241,37 @@ mod tests {
         assert_eq!(
             s.hub.redis_url, None,
             "alone on the memory broker by default"
+        );
+    }
+
+    #[test]
+    fn trust_proxy_from_env_then_flags() {
+        let s = build(&args(&[]), &HashMap::new()).unwrap();
+        assert!(s.trust.nets.is_empty() && !s.trust.proxy_protocol);
+        let env = HashMap::from([("DUPLEX_TRUST_PROXY".to_string(), "10.0.0.0/8".to_string())]);
+        let s = build(&args(&[]), &env).unwrap();
+        assert!(s.trust.trusts("10.1.2.3".parse().unwrap()));
+        let s = build(
+            &args(&["--trust-proxy", "127.0.0.1/32,::1", "--proxy-protocol"]),
+            &env,
+        )
+        .unwrap();
+        assert!(s.trust.proxy_protocol);
+        assert!(s.trust.trusts("::1".parse().unwrap()));
+        assert!(
+            !s.trust.trusts("10.1.2.3".parse().unwrap()),
+            "flags replace env"
+        );
+        let e = build(&args(&["--proxy-protocol"]), &HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("trust_proxy"), "{e}");
+        let e = build(&args(&["--trust-proxy", "10.0.0.0/99"]), &HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("trust_proxy") && e.contains("10.0.0.0/99"),
+            "{e}"
         );
     }
 

@@ -15,6 +15,7 @@
 //! When the writer is done (it sent a close frame or failed) the reader gets a bounded time to
 //! finish the closing handshake; then the socket is dropped and the hub told.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,18 +25,21 @@ use duplex::{CloseCode, Event, Message, Utf8Bytes, WebSocket, WsWriter};
 use duplex_hub::heartbeat::{Heartbeat, HeartbeatAction};
 use duplex_hub::hub::{Outbound, Refused};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::State;
 
 /// Longest wait for one write to a peer that does not read.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs one connection to the end. `protocol` is the raw `protocol` query value.
+/// Runs one connection to the end. `protocol` is the raw `protocol` query value; `client` the
+/// client's address as far as it is known (see [`crate::proxy`]).
 pub async fn run(
     ws: WebSocket<UpgradedIo>,
     state: Arc<State>,
     key: String,
     protocol: Option<String>,
+    client: Option<IpAddr>,
 ) {
     let (reader, writer) = ws.split();
     match state
@@ -43,7 +47,16 @@ pub async fn run(
         .connect_with_protocol(&key, protocol.as_deref())
         .await
     {
-        Ok(handle) => serve(reader, writer, state, handle).await,
+        Ok(handle) => {
+            // Every line this connection logs names its socket and its client.
+            let span = tracing::debug_span!(
+                "conn",
+                socket = %handle.socket_id,
+                client = client.map(tracing::field::display),
+            );
+            tracing::debug!(parent: &span, "connected");
+            serve(reader, writer, state, handle).instrument(span).await
+        }
         Err(refused) => refuse_split(reader, writer, refused, state.close_grace).await,
     }
 }

@@ -7,7 +7,9 @@
 //! - `router`: one port for `/app/{key}` (WebSocket), `/apps/{id}/...` (REST), `/metrics`,
 //!   `/health`, `/ready` and the demo page;
 //! - `conn`: the task of one WebSocket;
-//! - `webhooks`: the HTTP client behind the hub's webhook dispatcher.
+//! - `webhooks`: the HTTP client behind the hub's webhook dispatcher;
+//! - [`proxy`]: behind load balancers, which address is the client's (`--trust-proxy`:
+//!   `X-Forwarded-For` from trusted peers; `--proxy-protocol`: PROXY v1/v2 headers).
 //!
 //! The CLI only wires: it parses [`ServeArgs`], asks [`json_logs`] before logging starts, and
 //! calls [`run`].
@@ -22,6 +24,7 @@
 
 pub mod config;
 mod conn;
+pub mod proxy;
 mod router;
 mod webhooks;
 
@@ -36,7 +39,6 @@ use duplex_hub::hub::Hub;
 use duplex_hub::webhooks::{RetryPolicy, WebhookDispatcher};
 use duplex_redis::{RedisBroker, RedisConfig};
 use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -53,6 +55,8 @@ pub(crate) struct State {
     /// How long a closing connection may take to finish the handshake.
     close_grace: Duration,
     demo: bool,
+    /// Which peers may name the client.
+    trust: proxy::TrustProxy,
 }
 
 /// Whether `args` asks for JSON logs (read before logging starts).
@@ -128,6 +132,7 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
         pong_timeout: Duration::from_secs(cfg.pong_timeout),
         close_grace,
         demo: settings.demo,
+        trust: settings.trust.clone(),
     });
     let app = router::router(state.clone());
 
@@ -142,9 +147,10 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     let accept = {
         let stop_accept = stop_accept.clone();
         let http_conns = http_conns.clone();
+        let trust = Arc::new(settings.trust.clone());
         async move {
             loop {
-                let (tcp, peer) = tokio::select! {
+                let (mut tcp, peer) = tokio::select! {
                     () = stop_accept.cancelled() => break,
                     r = listener.accept() => match r {
                         Ok(x) => x,
@@ -156,10 +162,28 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
                     },
                 };
                 let _ = tcp.set_nodelay(true);
-                let svc = TowerToHyperService::new(app.clone());
+                let app = app.clone();
                 let tls = tls.clone();
                 let stop = stop_accept.clone();
+                let trust = trust.clone();
                 http_conns.spawn(async move {
+                    // Behind a balancer sending PROXY headers, the header comes first (before
+                    // TLS too) and names the client.
+                    let proxied = if trust.proxy_protocol {
+                        match proxy::accept_header(&mut tcp, peer, &trust).await {
+                            Ok(source) => source,
+                            Err(e) => {
+                                tracing::info!(%peer, "connection closed: {e}");
+                                return;
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    let svc = WithPeer {
+                        app,
+                        peer: proxy::Peer { tcp: peer, proxied },
+                    };
                     match tls {
                         Some(acceptor) => {
                             match tokio::time::timeout(
@@ -204,12 +228,29 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The router for one connection, with who the peer is added to every request's extensions.
+#[derive(Clone)]
+struct WithPeer {
+    app: axum::Router,
+    peer: proxy::Peer,
+}
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for WithPeer {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+
+    fn call(&self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        use tower::Service as _;
+        req.extensions_mut().insert(self.peer);
+        // What hyper-util's TowerToHyperService does: the router is always ready.
+        self.app.clone().call(req)
+    }
+}
+
 /// Serves HTTP/1.1 on one connection (upgrades included) until it ends or `stop`.
-async fn serve_http<I>(
-    io: TokioIo<I>,
-    svc: TowerToHyperService<axum::Router>,
-    stop: CancellationToken,
-) where
+async fn serve_http<I>(io: TokioIo<I>, svc: WithPeer, stop: CancellationToken)
+where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let conn = hyper::server::conn::http1::Builder::new()

@@ -12,15 +12,17 @@
 //! | `POST /demo/auth` | **demo only**: signs any channel for the first app |
 //! | anything else | 404; a WebSocket upgrade gets `pusher:error` + close 4005 |
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State as AxumState};
-use axum::http::{header, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
+use axum::Extension;
 use axum::Router;
 use duplex::upgrade::axum::WebSocketUpgrade;
 use duplex::upgrade::UpgradeError;
@@ -28,6 +30,7 @@ use duplex_hub::api::{self, ApiRequest};
 use duplex_hub::auth;
 use duplex_hub::hub::ConnectError;
 
+use super::proxy::Peer;
 use super::{conn, State};
 
 /// Largest REST request body.
@@ -97,10 +100,18 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The client's address: the peer (or its PROXY header), or what `X-Forwarded-For` says when
+/// that peer is a trusted proxy.
+fn client_ip(state: &State, peer: Option<&Extension<Peer>>, headers: &HeaderMap) -> Option<IpAddr> {
+    peer.map(|Extension(p)| state.trust.client_ip(p.addr().ip(), headers))
+}
+
 async fn websocket(
     AxumState(state): AxumState<Arc<State>>,
     Path(key): Path<String>,
     RawQuery(query): RawQuery,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if state.hub.is_draining() {
@@ -112,10 +123,11 @@ async fn websocket(
             .find(|(k, _)| k == "protocol")
             .map(|(_, v)| v)
     });
+    let client = client_ip(&state, peer.as_ref(), &headers);
     let tracker = state.tracker.clone();
     upgrade
         .config(state.ws_config.clone())
-        .on_upgrade(move |ws| tracker.track_future(conn::run(ws, state, key, param)))
+        .on_upgrade(move |ws| tracker.track_future(conn::run(ws, state, key, param, client)))
 }
 
 /// Anything unrouted: 404, except that a WebSocket upgrade is accepted and answered the
@@ -140,6 +152,8 @@ async fn rest_api(
     AxumState(state): AxumState<Arc<State>>,
     method: Method,
     uri: Uri,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     // The REST API answers errors in JSON, including a body over the limit (axum's own
@@ -162,7 +176,8 @@ async fn rest_api(
     };
     let req = ApiRequest::new(method.as_str(), uri.path(), uri.query(), body);
     let resp = api::handle(&state.hub, &req, unix_now()).await;
-    tracing::debug!(method = %method, path = uri.path(), status = resp.status, "api");
+    let client = client_ip(&state, peer.as_ref(), &headers);
+    tracing::debug!(method = %method, path = uri.path(), status = resp.status, client = ?client, "api");
     json(resp.status, resp.body)
 }
 
