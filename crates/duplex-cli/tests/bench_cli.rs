@@ -488,3 +488,103 @@ fn closed_loop_answers_pings_and_counts_wrong_echoes() {
     // Every ping was answered with its payload (the last pong may still be in flight).
     assert!(pongs.load(Relaxed) as f64 >= echoes, "{report}");
 }
+
+/// `calls` of `cmdstat_publish` in `INFO commandstats` (0 before the first PUBLISH).
+fn redis_publish_calls(redis: &duplex_testkit::RedisServer) -> u64 {
+    let info = redis.command(&["INFO", "commandstats"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_publish:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().expect("a number of calls"))
+}
+
+#[test]
+fn fanout_spreads_subscribers_over_cluster_nodes() {
+    let redis = duplex_testkit::RedisServer::start();
+    let redis_url = redis.url();
+    let nodes = [
+        HubServer::start(&["--no-demo", "--redis", &redis_url]),
+        HubServer::start(&["--no-demo", "--redis", &redis_url]),
+    ];
+    let urls: Vec<String> = nodes.iter().map(|n| format!("ws://{}", n.addr)).collect();
+    let pids: Vec<String> = nodes.iter().map(|n| n.child.id().to_string()).collect();
+    let redis_pid = redis.pid().to_string();
+    let publishes_before = redis_publish_calls(&redis);
+    let (status, report, stderr) = bench(&[
+        &urls[0],
+        "--url",
+        &urls[1],
+        "--publish-round-robin",
+        "--mode",
+        "fanout",
+        "--rate",
+        "20",
+        "--connections",
+        "21",
+        "--payload-size",
+        "100",
+        "--channel",
+        "fan-cluster",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+        "--server-pid",
+        &pids[0],
+        "--server-pid",
+        &pids[1],
+        "--redis-pid",
+        &redis_pid,
+    ]);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(report["connections"]["established"], 21, "{report}");
+    assert_eq!(num(&report, &["errors", "total"]), 0.0, "{report}");
+    let f = &report["fanout"];
+    assert_eq!(f["publish_round_robin"], true);
+    // Round robin: subscribers 0, 2, .. 20 on the first node, 1, 3, .. 19 on the second.
+    let hubs = f["hubs"].as_array().expect("hubs");
+    assert_eq!(hubs.len(), 2, "{report}");
+    for (hub, (url, want)) in hubs.iter().zip(urls.iter().zip([11, 10])) {
+        assert_eq!(hub["url"], url.as_str());
+        assert_eq!(hub["subscribers"], want, "{report}");
+    }
+    assert_eq!(
+        hubs[1]["rest_url"],
+        format!("http://{}/apps/app-id/events", nodes[1].addr).as_str()
+    );
+    // Every event, published on either node, reached every subscriber of both, in order.
+    let published = num(f, &["events_published"]);
+    assert_eq!(published, 40.0, "{report}");
+    assert_eq!(
+        num(f, &["deliveries_received"]),
+        published * 21.0,
+        "{report}"
+    );
+    for k in ["missing", "duplicates", "out_of_order"] {
+        assert_eq!(num(f, &[k]), 0.0, "{k}: {report}");
+    }
+    // CPU summed over both nodes, each reported; Redis's per event.
+    let cpu = &report["server_cpu"];
+    let listed: Vec<u64> = cpu["pids"]
+        .as_array()
+        .expect("pids")
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    let want: Vec<u64> = nodes.iter().map(|n| u64::from(n.child.id())).collect();
+    assert_eq!(listed, want);
+    let per_pid = cpu["per_pid"].as_array().expect("per_pid");
+    assert_eq!(per_pid.len(), 2, "{report}");
+    let sum: f64 = per_pid.iter().map(|p| num(p, &["total_s"])).sum();
+    assert!((sum - num(cpu, &["total_s"])).abs() < 0.01, "{report}");
+    assert_eq!(num(&report, &["redis_cpu", "pid"]), f64::from(redis.pid()));
+    assert!(report["redis_cpu"]["us_per_event"].is_number(), "{report}");
+    // Each event crossed Redis as one PUBLISH, whichever node took it and however many
+    // subscribers it had (warm-up events included).
+    let accepted = num(f, &["publish_ms", "count"]) as u64;
+    assert_eq!(
+        redis_publish_calls(&redis) - publishes_before,
+        accepted,
+        "{report}"
+    );
+}
