@@ -42,7 +42,10 @@ async fn an_event_reaches_every_subscriber_on_every_node_once_in_publish_order()
     // One PUBLISH per event, and the Redis channel has one subscriber per node (not per client).
     assert_eq!(redis_calls(&redis, "publish") - publishes_before, 31);
     let numsub = redis.command(&["PUBSUB", "NUMSUB", "duplex:app:app-id:ev:news"]);
-    assert!(numsub.trim_end().ends_with(":3"), "three nodes subscribe: {numsub}");
+    assert!(
+        numsub.trim_end().ends_with(":3"),
+        "three nodes subscribe: {numsub}"
+    );
 }
 
 #[tokio::test]
@@ -75,20 +78,39 @@ async fn presence_has_one_member_per_user_across_nodes() {
     let c = Cluster::start(&redis.url(), 3, &[]);
     let ch = "presence-room";
     let (mut watcher, wid) = established(&c.url(2)).await;
-    assert_eq!(join_presence(&mut watcher, &wid, ch, "watcher").await, ["watcher"]);
+    assert_eq!(
+        join_presence(&mut watcher, &wid, ch, "watcher").await,
+        ["watcher"]
+    );
 
     // The same user on two nodes: one member_added, when the first socket joins.
     let (mut a1, a1id) = established(&c.url(0)).await;
     let members = join_presence(&mut a1, &a1id, ch, "alice").await;
     assert_eq!(members, ["alice", "watcher"], "the list is the cluster's");
-    let m = next_event_named(&mut watcher, "pusher_internal:member_added", Duration::from_secs(5)).await;
+    let m = next_event_named(
+        &mut watcher,
+        "pusher_internal:member_added",
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(m["data"]["user_id"], "alice");
     let (mut a2, a2id) = established(&c.url(1)).await;
-    assert_eq!(join_presence(&mut a2, &a2id, ch, "alice").await, ["alice", "watcher"]);
+    assert_eq!(
+        join_presence(&mut a2, &a2id, ch, "alice").await,
+        ["alice", "watcher"]
+    );
     let quiet = collect_for(&mut watcher, Duration::from_millis(700)).await;
-    assert!(quiet.is_empty(), "second socket of alice: no member_added: {quiet:?}");
+    assert!(
+        quiet.is_empty(),
+        "second socket of alice: no member_added: {quiet:?}"
+    );
 
-    let (status, users) = api_get(&c.addr(1), &format!("/apps/{APP_ID}/channels/{ch}/users"), &[]).await;
+    let (status, users) = api_get(
+        &c.addr(1),
+        &format!("/apps/{APP_ID}/channels/{ch}/users"),
+        &[],
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(users["users"].as_array().map(Vec::len), Some(2), "{users}");
 
@@ -96,8 +118,17 @@ async fn presence_has_one_member_per_user_across_nodes() {
     drop(a1);
     let quiet = collect_for(&mut watcher, Duration::from_millis(700)).await;
     assert!(quiet.is_empty(), "alice is still on node 1: {quiet:?}");
-    send_json(&mut a2, json!({"event":"pusher:unsubscribe","data":{"channel":ch}})).await;
-    let m = next_event_named(&mut watcher, "pusher_internal:member_removed", Duration::from_secs(5)).await;
+    send_json(
+        &mut a2,
+        json!({"event":"pusher:unsubscribe","data":{"channel":ch}}),
+    )
+    .await;
+    let m = next_event_named(
+        &mut watcher,
+        "pusher_internal:member_removed",
+        Duration::from_secs(5),
+    )
+    .await;
     assert_eq!(m["data"]["user_id"], "alice");
 }
 
@@ -117,7 +148,10 @@ async fn the_rest_api_answers_for_the_whole_cluster_from_any_node() {
         let (status, body) = api_get(&addr, &format!("/apps/{APP_ID}/channels"), &[]).await;
         assert_eq!(status, 200, "{body}");
         let chans = body["channels"].as_object().expect("channels");
-        assert!(chans.contains_key("news") && chans.contains_key("presence-lobby"), "{body}");
+        assert!(
+            chans.contains_key("news") && chans.contains_key("presence-lobby"),
+            "{body}"
+        );
         let (_, info) = api_get(
             &addr,
             &format!("/apps/{APP_ID}/channels/presence-lobby"),
@@ -159,7 +193,13 @@ async fn terminate_connections_asked_of_any_node_closes_the_user_everywhere() {
     sign_in(&mut other, &oid, "someone-else").await;
     let addr = c.addr(2);
     let (status, body) = tokio::task::spawn_blocking(move || {
-        signed(&addr, "POST", &format!("/apps/{APP_ID}/users/u9/terminate_connections"), &[], "{}")
+        signed(
+            &addr,
+            "POST",
+            &format!("/apps/{APP_ID}/users/u9/terminate_connections"),
+            &[],
+            "{}",
+        )
     })
     .await
     .expect("join");
@@ -196,7 +236,11 @@ async fn the_connection_quota_counts_the_whole_cluster() {
     let redis = RedisServer::start();
     let dir = duplex_testkit::TempDir::new("quota");
     let config = config_file(&dir, None, 2);
-    let c = Cluster::start(&redis.url(), 3, &["--config", config.to_str().expect("utf-8")]);
+    let c = Cluster::start(
+        &redis.url(),
+        3,
+        &["--config", config.to_str().expect("utf-8")],
+    );
     let (_a, _) = established(&c.url(0)).await;
     let (_b, _) = established(&c.url(1)).await;
     let mut refused = ws(&c.url(2)).await;
@@ -205,14 +249,18 @@ async fn the_connection_quota_counts_the_whole_cluster() {
     assert_eq!(m["data"]["code"], 4004);
     drop(_a);
     let url = c.url(2);
-    eventually("a free place after a disconnect", Duration::from_secs(5), || {
-        let url = url.clone();
-        async move {
-            let mut w = ws(&url).await;
-            let m = next_json(&mut w).await;
-            (m["event"] == "pusher:connection_established").then_some(())
-        }
-    })
+    eventually(
+        "a free place after a disconnect",
+        Duration::from_secs(5),
+        || {
+            let url = url.clone();
+            async move {
+                let mut w = ws(&url).await;
+                let m = next_json(&mut w).await;
+                (m["event"] == "pusher:connection_established").then_some(())
+            }
+        },
+    )
     .await;
 }
 
@@ -222,7 +270,11 @@ async fn webhooks_are_sent_once_per_cluster() {
     let hooks = WebhookSink::start();
     let dir = duplex_testkit::TempDir::new("hooks");
     let config = config_file(&dir, Some(&hooks.url), 0);
-    let c = Cluster::start(&redis.url(), 3, &["--config", config.to_str().expect("utf-8")]);
+    let c = Cluster::start(
+        &redis.url(),
+        3,
+        &["--config", config.to_str().expect("utf-8")],
+    );
     let mut socks = Vec::new();
     for node in 0..3 {
         let (mut ws, id) = established(&c.url(node)).await;
@@ -231,16 +283,30 @@ async fn webhooks_are_sent_once_per_cluster() {
         socks.push(ws);
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(hooks.named("channel_occupied").len(), 2, "news and presence-team once each");
+    assert_eq!(
+        hooks.named("channel_occupied").len(),
+        2,
+        "news and presence-team once each"
+    );
     assert_eq!(hooks.named("member_added").len(), 1);
     drop(socks);
-    eventually("vacated and member_removed", Duration::from_secs(10), || {
-        let done = hooks.named("channel_vacated").len() >= 2 && !hooks.named("member_removed").is_empty();
-        async move { done.then_some(()) }
-    })
+    eventually(
+        "vacated and member_removed",
+        Duration::from_secs(10),
+        || {
+            let done = hooks.named("channel_vacated").len() >= 2
+                && !hooks.named("member_removed").is_empty();
+            async move { done.then_some(()) }
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(hooks.named("channel_vacated").len(), 2, "{:?}", hooks.events);
+    assert_eq!(
+        hooks.named("channel_vacated").len(),
+        2,
+        "{:?}",
+        hooks.events
+    );
     assert_eq!(hooks.named("member_removed").len(), 1, "{:?}", hooks.events);
     assert_eq!(hooks.named("channel_occupied").len(), 2);
 }
@@ -254,21 +320,39 @@ async fn a_killed_node_leaves_the_cluster_within_its_node_timeout() {
     let mut c = Cluster::start(
         &redis.url(),
         3,
-        &["--config", config.to_str().expect("utf-8"), "--node-timeout", "2"],
+        &[
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--node-timeout",
+            "2",
+        ],
     );
     let (mut watcher, wid) = established(&c.url(0)).await;
     join_presence(&mut watcher, &wid, "presence-room", "watcher").await;
     let (mut doomed, did) = established(&c.url(1)).await;
     join_presence(&mut doomed, &did, "presence-room", "doomed").await;
     subscribe_public(&mut doomed, "only-on-node-1").await;
-    next_event_named(&mut watcher, "pusher_internal:member_added", Duration::from_secs(5)).await;
+    next_event_named(
+        &mut watcher,
+        "pusher_internal:member_added",
+        Duration::from_secs(5),
+    )
+    .await;
 
     let killed_at = std::time::Instant::now();
     c.kill(1);
-    let m = next_event_named(&mut watcher, "pusher_internal:member_removed", Duration::from_secs(10)).await;
+    let m = next_event_named(
+        &mut watcher,
+        "pusher_internal:member_removed",
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(m["data"]["user_id"], "doomed");
     let took = killed_at.elapsed();
-    assert!(took < Duration::from_secs(4), "removed {took:?} after the kill (timeout 2 s + sweep 0.5 s)");
+    assert!(
+        took < Duration::from_secs(4),
+        "removed {took:?} after the kill (timeout 2 s + sweep 0.5 s)"
+    );
 
     let (_, body) = api_get(&c.addr(2), &format!("/apps/{APP_ID}/channels"), &[]).await;
     let chans = body["channels"].as_object().expect("channels");
@@ -281,11 +365,18 @@ async fn a_killed_node_leaves_the_cluster_within_its_node_timeout() {
     .await;
     assert_eq!(info["user_count"], 1, "{info}");
     assert_eq!(info["subscription_count"], 1, "{info}");
-    eventually("the webhooks of the dead node's share", Duration::from_secs(5), || {
-        let done = hooks.named("member_removed").len() == 1
-            && hooks.named("channel_vacated").iter().any(|e| e["channel"] == "only-on-node-1");
-        async move { done.then_some(()) }
-    })
+    eventually(
+        "the webhooks of the dead node's share",
+        Duration::from_secs(5),
+        || {
+            let done = hooks.named("member_removed").len() == 1
+                && hooks
+                    .named("channel_vacated")
+                    .iter()
+                    .any(|e| e["channel"] == "only-on-node-1");
+            async move { done.then_some(()) }
+        },
+    )
     .await;
     // Exactly once, though two nodes sweep.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -321,22 +412,29 @@ async fn a_node_restarting_gracefully_causes_no_leave_and_join_storm() {
     }
     // The drained node's share leaves when its lease expires (3 s after it exited)...
     let addr = c.addr(0);
-    eventually("the drained node's share to leave", Duration::from_secs(12), || {
-        let addr = addr.clone();
-        async move {
-            let (_, info) = api_get(
-                &addr,
-                &format!("/apps/{APP_ID}/channels/presence-room"),
-                &[("info", "user_count,subscription_count")],
-            )
-            .await;
-            (info["subscription_count"] == 4 && info["user_count"] == 4).then_some(())
-        }
-    })
+    eventually(
+        "the drained node's share to leave",
+        Duration::from_secs(12),
+        || {
+            let addr = addr.clone();
+            async move {
+                let (_, info) = api_get(
+                    &addr,
+                    &format!("/apps/{APP_ID}/channels/presence-room"),
+                    &[("info", "user_count,subscription_count")],
+                )
+                .await;
+                (info["subscription_count"] == 4 && info["user_count"] == 4).then_some(())
+            }
+        },
+    )
     .await;
     // ... and meanwhile the watcher saw nobody leave or join.
     let seen = collect_for(&mut watcher, Duration::from_secs(1)).await;
-    assert!(seen.is_empty(), "no member_removed/member_added storm: {seen:?}");
+    assert!(
+        seen.is_empty(),
+        "no member_removed/member_added storm: {seen:?}"
+    );
     assert!(
         c.log(0).contains("removed a dead node") || c.log(2).contains("removed a dead node"),
         "the old share was swept, not left behind"
@@ -369,7 +467,10 @@ async fn a_stuck_node_does_not_slow_the_others() {
     }
     let took = started.elapsed();
     c.signal(1, "-CONT");
-    assert!(took < Duration::from_secs(3), "20 events took {took:?} with a node stopped");
+    assert!(
+        took < Duration::from_secs(3),
+        "20 events took {took:?} with a node stopped"
+    );
     // The stopped node catches up once it runs again.
     for i in 0..20 {
         assert_eq!(next_json(&mut stuck_sub).await["data"]["n"], i);

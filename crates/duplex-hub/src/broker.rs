@@ -122,6 +122,15 @@ pub trait Broker: Send + Sync {
         false
     }
 
+    /// True when [`presence_add`](Broker::presence_add) and
+    /// [`presence_remove`](Broker::presence_remove) publish `member_added` (to all but the
+    /// joining socket) and `member_removed` themselves, in the same step as the change: then a
+    /// reply lost on the way back cannot lose or double the event. Otherwise the node
+    /// publishes them when the call says the user joined or left.
+    fn announces_membership(&self) -> bool {
+        false
+    }
+
     /// Sends a serialized event to every node subscribed to `channel`.
     async fn publish(
         &self,

@@ -1086,10 +1086,12 @@ impl Hub {
                 .presence_add(&app.id, channel, socket, m.clone())
                 .await?;
             if is_new_user {
-                let payload = ServerMessage::MemberAdded { channel, member: m }.to_bytes();
-                broker
-                    .publish(&app.id, channel, payload, Some(socket.clone()))
-                    .await?;
+                if !broker.announces_membership() {
+                    let payload = ServerMessage::MemberAdded { channel, member: m }.to_bytes();
+                    broker
+                        .publish(&app.id, channel, payload, Some(socket.clone()))
+                        .await?;
+                }
                 self.webhook(
                     app,
                     WebhookEvent::MemberAdded {
@@ -1222,12 +1224,14 @@ impl Hub {
         if presence {
             if let Some(leave) = broker.presence_remove(&app.id, channel, socket).await? {
                 if leave.user_left {
-                    let payload = ServerMessage::MemberRemoved {
-                        channel,
-                        user_id: &leave.user_id,
+                    if !broker.announces_membership() {
+                        let payload = ServerMessage::MemberRemoved {
+                            channel,
+                            user_id: &leave.user_id,
+                        }
+                        .to_bytes();
+                        broker.publish(&app.id, channel, payload, None).await?;
                     }
-                    .to_bytes();
-                    broker.publish(&app.id, channel, payload, None).await?;
                     self.webhook(
                         app,
                         WebhookEvent::MemberRemoved {

@@ -232,6 +232,19 @@ impl RedisBroker {
 
 type Transitions = Vec<(String, String)>;
 
+/// A message to publish with a change: `(pub/sub channel, framed message)`.
+type Announce = Option<(String, Vec<u8>)>;
+
+/// An event as sent over pub/sub: the length of the excluded socket id, the id, the payload.
+fn frame(except: Option<&SocketId>, payload: &[u8]) -> Vec<u8> {
+    let except = except.map_or("", |s| s.as_str());
+    let mut msg = Vec::with_capacity(1 + except.len() + payload.len());
+    msg.push(except.len() as u8);
+    msg.extend_from_slice(except.as_bytes());
+    msg.extend_from_slice(payload);
+    msg
+}
+
 impl Shared {
     fn unavailable(&self) -> BrokerError {
         BrokerError(format!(
@@ -325,16 +338,21 @@ impl Shared {
         *write(&self.cmd) = None;
     }
 
-    /// Applies contribution deltas in one script; returns per delta `(transition, count)`.
-    async fn apply(&self, deltas: &[Delta]) -> BrokerResult<Transitions> {
-        if deltas.is_empty() {
+    /// Applies contribution deltas in one script, each with the message to publish if it
+    /// makes a member join or leave the cluster; returns per delta `(transition, count)`.
+    async fn apply(&self, changes: &[(Delta, Announce)]) -> BrokerResult<Transitions> {
+        if changes.is_empty() {
             return Ok(Vec::new());
         }
         let mut c = self.conn()?;
         let mut inv = self.scripts.apply.key(self.keys.node(&self.node_id));
         inv.arg(&self.cfg.prefix).arg(&self.node_id);
-        for (field, delta, info) in deltas {
+        for ((field, delta, info), message) in changes {
             inv.arg(field).arg(*delta).arg(info);
+            match message {
+                Some((channel, body)) => inv.arg(channel).arg(body.as_slice()),
+                None => inv.arg("").arg(""),
+            };
         }
         let out: Vec<String> = self.call(inv.invoke_async(&mut c)).await?;
         Ok(out
@@ -346,22 +364,53 @@ impl Shared {
             .collect())
     }
 
+    /// The pub/sub message announcing a presence field's change of `delta` (member_added to
+    /// all but `except`, or member_removed), for [`Shared::apply`].
+    fn membership_message(
+        &self,
+        field: &str,
+        delta: i64,
+        info: &str,
+        except: Option<&SocketId>,
+    ) -> Announce {
+        let parts: Vec<&str> = field.splitn(4, SEP).collect();
+        let ["p", app, channel, user] = parts.as_slice() else {
+            return None;
+        };
+        let payload = if delta > 0 {
+            let member = split_member((*user).to_owned(), info.to_owned());
+            ServerMessage::MemberAdded {
+                channel,
+                member: &member,
+            }
+            .to_bytes()
+        } else {
+            ServerMessage::MemberRemoved {
+                channel,
+                user_id: user,
+            }
+            .to_bytes()
+        };
+        Some((self.keys.events(app, channel), frame(except, &payload)))
+    }
+
     /// One change of this node's share: `update` edits the mirror and says what to send.
     /// `undo` reverts the mirror when an addition did not reach Redis, so a failed call has no
     /// effect; a removal stays removed locally and reaches Redis at the next resync.
     async fn change(
         &self,
-        update: impl FnOnce(&mut Mirror) -> Option<Delta>,
+        update: impl FnOnce(&mut Mirror) -> Option<(Delta, Announce)>,
         undo: impl FnOnce(&mut Mirror),
     ) -> BrokerResult<Option<(String, String)>> {
         let _share = self.contrib.read().await;
-        let Some(delta) = update(&mut lock(&self.mirror)) else {
+        let Some(change) = update(&mut lock(&self.mirror)) else {
             return Ok(None);
         };
-        match self.apply(std::slice::from_ref(&delta)).await {
+        let adding = change.0 .1 > 0;
+        match self.apply(std::slice::from_ref(&change)).await {
             Ok(mut t) => Ok(t.pop()),
             Err(e) => {
-                if delta.1 > 0 {
+                if adding {
                     undo(&mut lock(&self.mirror));
                 }
                 self.dirty.store(true, Relaxed);
@@ -418,16 +467,26 @@ impl Shared {
                     .query_async(&mut c),
             )
             .await?;
-        let mut deltas: Vec<Delta> = Vec::new();
+        let mut deltas: Vec<(Delta, Announce)> = Vec::new();
+        let mut push = |field: &str, delta: i64, info: &str| {
+            // Member changes are announced only when the cluster kept its state: after a
+            // data loss the others still know this node's members.
+            let message = if announce {
+                self.membership_message(field, delta, info, None)
+            } else {
+                None
+            };
+            deltas.push(((field.to_owned(), delta, info.to_owned()), message));
+        };
         for (field, (want, info)) in &desired {
             let have = actual.get(field).copied().unwrap_or(0);
             if *want != have {
-                deltas.push((field.clone(), want - have, info.clone()));
+                push(field, want - have, info);
             }
         }
         for (field, have) in &actual {
             if !desired.contains_key(field) && *have != 0 {
-                deltas.push((field.clone(), -have, String::new()));
+                push(field, -have, "");
             }
         }
         if deltas.is_empty() {
@@ -448,63 +507,27 @@ impl Shared {
                 }
             };
             if announce {
-                for ((field, _, info), (t, _)) in chunk.iter().zip(transitions) {
-                    self.announce(field, &t, info).await;
+                for (((field, _, _), _), (t, _)) in chunk.iter().zip(transitions) {
+                    self.report(field, &t);
                 }
             }
         }
         Ok(())
     }
 
-    /// Publishes and reports a transition found by a resync or a sweep.
-    async fn announce(&self, field: &str, transition: &str, info: &str) {
+    /// Reports a transition found by a resync or a sweep to one local sink (webhooks).
+    fn report(&self, field: &str, transition: &str) {
         let parts: Vec<&str> = field.splitn(4, SEP).collect();
         let (app, channel) = match parts.as_slice() {
-            [_, app, channel, ..] => (*app, *channel),
+            [_, app, channel, ..] => (*app, (*channel).to_owned()),
             _ => return,
         };
-        let user = parts.get(3).copied().unwrap_or("");
+        let user_id = parts.get(3).map(|u| (*u).to_owned()).unwrap_or_default();
         let change = match transition {
-            "o" => ClusterChange::ChannelOccupied {
-                channel: channel.into(),
-            },
-            "v" => ClusterChange::ChannelVacated {
-                channel: channel.into(),
-            },
-            "a" => {
-                let member = PresenceMember {
-                    user_id: user.into(),
-                    user_info: (!info.is_empty())
-                        .then(|| serde_json::value::RawValue::from_string(info.into()).ok())
-                        .flatten(),
-                };
-                let payload = ServerMessage::MemberAdded {
-                    channel,
-                    member: &member,
-                }
-                .to_bytes();
-                if let Err(e) = self.publish_raw(app, channel, &payload, None).await {
-                    tracing::warn!("member_added after re-registration: {e}");
-                }
-                ClusterChange::MemberAdded {
-                    channel: channel.into(),
-                    user_id: user.into(),
-                }
-            }
-            "r" => {
-                let payload = ServerMessage::MemberRemoved {
-                    channel,
-                    user_id: user,
-                }
-                .to_bytes();
-                if let Err(e) = self.publish_raw(app, channel, &payload, None).await {
-                    tracing::warn!("member_removed for a dead node: {e}");
-                }
-                ClusterChange::MemberRemoved {
-                    channel: channel.into(),
-                    user_id: user.into(),
-                }
-            }
+            "o" => ClusterChange::ChannelOccupied { channel },
+            "v" => ClusterChange::ChannelVacated { channel },
+            "a" => ClusterChange::MemberAdded { channel, user_id },
+            "r" => ClusterChange::MemberRemoved { channel, user_id },
             _ => return,
         };
         let sink = read(&self.sinks).iter().find_map(|(_, w)| w.upgrade());
@@ -539,8 +562,21 @@ impl Shared {
             );
             for t in transitions {
                 let (kind, rest) = t.split_at(1);
-                let field = format!("x{rest}");
-                self.announce(&field, kind, "").await;
+                if kind == "r" {
+                    let field = format!("p{rest}");
+                    if let Some((channel, body)) = self.membership_message(&field, -1, "", None) {
+                        let mut c = self.conn()?;
+                        let _: i64 = self
+                            .call(
+                                redis::cmd("PUBLISH")
+                                    .arg(channel)
+                                    .arg(body)
+                                    .query_async(&mut c),
+                            )
+                            .await?;
+                    }
+                }
+                self.report(&format!("x{rest}"), kind);
             }
         }
         Ok(())
@@ -553,11 +589,7 @@ impl Shared {
         payload: &[u8],
         except: Option<&SocketId>,
     ) -> BrokerResult<()> {
-        let except = except.map_or("", |s| s.as_str());
-        let mut msg = Vec::with_capacity(1 + except.len() + payload.len());
-        msg.push(except.len() as u8);
-        msg.extend_from_slice(except.as_bytes());
-        msg.extend_from_slice(payload);
+        let msg = frame(except, payload);
         let mut c = self.conn()?;
         let _: i64 = self
             .call(
@@ -748,6 +780,10 @@ impl Broker for RedisBroker {
         true
     }
 
+    fn announces_membership(&self) -> bool {
+        true
+    }
+
     async fn publish(
         &self,
         app_id: &str,
@@ -856,7 +892,7 @@ impl Broker for RedisBroker {
         let t = self
             .shared
             .change(
-                |m| Some(m.add_connection(app_id)),
+                |m| Some((m.add_connection(app_id), None)),
                 |m| {
                     m.remove_connection(app_id);
                 },
@@ -868,7 +904,7 @@ impl Broker for RedisBroker {
     async fn remove_connection(&self, app_id: &str) -> BrokerResult<u64> {
         let t = self
             .shared
-            .change(|m| m.remove_connection(app_id), |_| {})
+            .change(|m| m.remove_connection(app_id).map(|d| (d, None)), |_| {})
             .await?;
         match t {
             Some(t) => Ok(count_of(Some(t))),
@@ -888,7 +924,10 @@ impl Broker for RedisBroker {
         let t = self
             .shared
             .change(
-                |m| m.add_subscription(app_id, channel, socket),
+                |m| {
+                    m.add_subscription(app_id, channel, socket)
+                        .map(|d| (d, None))
+                },
                 |m| {
                     m.remove_subscription(app_id, channel, socket);
                 },
@@ -908,7 +947,13 @@ impl Broker for RedisBroker {
     ) -> BrokerResult<u64> {
         let t = self
             .shared
-            .change(|m| m.remove_subscription(app_id, channel, socket), |_| {})
+            .change(
+                |m| {
+                    m.remove_subscription(app_id, channel, socket)
+                        .map(|d| (d, None))
+                },
+                |_| {},
+            )
             .await?;
         match t {
             Some(t) => Ok(count_of(Some(t))),
@@ -963,7 +1008,11 @@ impl Broker for RedisBroker {
         let t = self
             .shared
             .change(
-                |m| m.presence_add(app_id, channel, socket, member),
+                |m| {
+                    let d = m.presence_add(app_id, channel, socket, member)?;
+                    let message = self.shared.membership_message(&d.0, 1, &d.2, Some(socket));
+                    Some((d, message))
+                },
                 |m| {
                     m.presence_remove(app_id, channel, socket);
                 },
@@ -985,7 +1034,9 @@ impl Broker for RedisBroker {
                 |m| {
                     let (u, delta) = m.presence_remove(app_id, channel, socket)?;
                     user = Some(u);
-                    delta
+                    let d = delta?;
+                    let message = self.shared.membership_message(&d.0, -1, "", None);
+                    Some((d, message))
                 },
                 |_| {},
             )
@@ -1054,7 +1105,7 @@ impl Broker for RedisBroker {
     ) -> BrokerResult<()> {
         self.shared
             .change(
-                |m| m.user_add(app_id, user_id, socket),
+                |m| m.user_add(app_id, user_id, socket).map(|d| (d, None)),
                 |m| {
                     m.user_remove(app_id, user_id, socket);
                 },
@@ -1070,7 +1121,10 @@ impl Broker for RedisBroker {
         socket: &SocketId,
     ) -> BrokerResult<()> {
         self.shared
-            .change(|m| m.user_remove(app_id, user_id, socket), |_| {})
+            .change(
+                |m| m.user_remove(app_id, user_id, socket).map(|d| (d, None)),
+                |_| {},
+            )
             .await?;
         Ok(())
     }

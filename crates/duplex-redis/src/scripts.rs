@@ -92,15 +92,21 @@ local function apply(prefix, nodekey, nodeid, field, delta, info)
 end
 "#;
 
-/// `KEYS[1]` node hash; `ARGV`: prefix, node id, then triples (field, delta, info). Returns,
-/// per triple, `"<transition>:<count>"`: the transition of `apply` (maybe empty) and, for `s`
-/// and `c` fields, the cluster-wide count after the change (else empty).
+/// `KEYS[1]` node hash; `ARGV`: prefix, node id, then groups of five (field, delta, info,
+/// pub/sub channel, message). Returns, per group, `"<transition>:<count>"`: the transition of
+/// `apply` (maybe empty) and, for `s` and `c` fields, the cluster-wide count after the change
+/// (else empty). When a presence field's transition is `a` or `r` and a message is given, the
+/// script publishes it: `member_added`/`member_removed` go out with the change that caused
+/// them, so they are neither lost nor doubled when a reply is lost on the way back.
 const APPLY: &str = r#"
 local out = {}
 local i = 3
 while i <= #ARGV do
   local field, delta, info = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
   local t = apply(ARGV[1], KEYS[1], ARGV[2], field, delta, info)
+  if (t == "a" or t == "r") and ARGV[i + 4] ~= "" then
+    redis.call("PUBLISH", ARGV[i + 3], ARGV[i + 4])
+  end
   local p = split(field)
   local count = ""
   if p[1] == "s" then
@@ -109,7 +115,7 @@ while i <= #ARGV do
     count = redis.call("GET", ARGV[1] .. ":app:" .. p[2] .. ":connections") or "0"
   end
   table.insert(out, t .. ":" .. count)
-  i = i + 3
+  i = i + 5
 end
 return out
 "#;

@@ -42,7 +42,8 @@ impl Cluster {
         let mut args: Vec<&str> = vec!["--redis", &self.redis_url];
         args.extend(self.extra.iter().map(String::as_str));
         let log = self.log_path(i);
-        self.nodes.push(Some(Server::start_logged(&args, Some(&log))));
+        self.nodes
+            .push(Some(Server::start_logged(&args, Some(&log))));
         i
     }
 
@@ -63,7 +64,8 @@ impl Cluster {
     }
 
     pub fn url(&self, i: usize) -> String {
-        self.node(i).ws_url(KEY, "?protocol=7&client=js&version=8.4.0")
+        self.node(i)
+            .ws_url(KEY, "?protocol=7&client=js&version=8.4.0")
     }
 
     /// SIGKILL, as a crash.
@@ -222,7 +224,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < end, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -281,8 +286,7 @@ impl WebhookSink {
                                 sink.lock().expect("lock").extend(evs.iter().cloned());
                             }
                         }
-                        let _ = stream
-                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
                     }
                 });
             }
