@@ -1,0 +1,700 @@
+#!/usr/bin/env bash
+# One command for the cluster fan-out benchmark: builds duplex (release), starts a
+# redis-server (no persistence) on a free port, then runs `duplex bench --mode fanout` against
+#   single  1 node, in-process (memory) broker
+#   redis1  1 node + Redis
+#   redis3  3 nodes + Redis (subscribers spread round robin, events triggered on the first)
+# at 1,000 subscribers x 50 events/s and 10,000 x 5/s, 100-byte events, a few rounds with the
+# setups interleaved. Nodes and redis-server run on CPU 0, the client on CPU 1. It reads from
+# Redis how often each event crossed it (INFO commandstats: PUBLISH calls per event; PUBSUB
+# NUMSUB: how many connections receive each of them) and rewrites the section between
+# `<!-- cluster-fanout:begin -->` and `<!-- cluster-fanout:end -->` of BENCHMARKS.md; raw
+# figures go to bench/results/cluster.json. Options: `bench/cluster.sh --help`.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export DUPLEX_CLUSTER_BENCH_ROOT="$ROOT"
+export DUPLEX_CLUSTER_BENCH_ARGV="$*"
+exec python3 - "$@" <<'PY'
+"""Cluster fan-out benchmark (see bench/cluster.sh). Python 3 standard library only."""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.environ["DUPLEX_CLUSTER_BENCH_ROOT"]
+DUPLEX = os.path.join(ROOT, "target", "release", "duplex")
+BEGIN = "<!-- cluster-fanout:begin -->"
+END = "<!-- cluster-fanout:end -->"
+APP_ID = "app-id"
+CHANNEL = "duplex-bench"
+PAYLOAD = 100
+SOURCES = "127.0.0.2-127.0.0.9"
+PORT_WAIT_S = 15.0
+STOP_S = 5.0
+CLIENT_SLACK_S = 90.0
+TARGET = 1.15  # cluster CPU per delivery at most 15 % above one node's
+
+SETUPS = {
+    "single": {"label": "1 node, memory broker", "nodes": 1, "redis": False},
+    "redis1": {"label": "1 node + Redis", "nodes": 1, "redis": True},
+    "redis3": {"label": "3 nodes + Redis", "nodes": 3, "redis": True},
+}
+WORKLOADS = {
+    "1k": {"subscribers": 1000, "rate": 50},
+    "10k": {"subscribers": 10000, "rate": 5},
+}
+
+
+def log(msg):
+    print(f"[cluster {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _die_with_parent():
+    """In the child: SIGTERM when this runner dies (PR_SET_PDEATHSIG), so nothing outlives it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(proc, grace=STOP_S):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=grace)
+    return proc.returncode
+
+
+def tail(path, n=5):
+    try:
+        with open(path, errors="replace") as f:
+            lines = [l.rstrip() for l in f if l.strip()]
+        return " | ".join(lines[-n:])
+    except OSError:
+        return ""
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def spawn(argv, logfile, cpu):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DUPLEX_")}
+    env["DUPLEX_LOG"] = "warn"
+    return subprocess.Popen(
+        ["taskset", "-c", str(cpu)] + argv,
+        stdin=subprocess.DEVNULL,
+        stdout=logfile,
+        stderr=subprocess.STDOUT,
+        env=env,
+        preexec_fn=_die_with_parent,
+    )
+
+
+class Redis:
+    """redis-server without persistence, pinned to the servers' CPU; RESP over a socket."""
+
+    def __init__(self, tmp, cpu):
+        self.port = free_port()
+        self.log = os.path.join(tmp, "redis.log")
+        self.proc = spawn(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--protected-mode", "no", "--dir", tmp,
+             "--logfile", self.log],
+            subprocess.DEVNULL, cpu)
+        deadline = time.monotonic() + PORT_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                if self.command("PING") == "PONG":
+                    return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start: {tail(self.log)}")
+
+    @property
+    def pid(self):
+        return self.proc.pid  # taskset execs redis-server: same pid
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self, *args):
+        req = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(req.encode())
+            f = s.makefile("rb")
+            return self._reply(f)
+
+    def _reply(self, f):
+        line = f.readline().decode().rstrip("\r\n")
+        kind, rest = line[:1], line[1:]
+        if kind in "+":
+            return rest
+        if kind == "-":
+            raise OSError(f"redis: {rest}")
+        if kind == ":":
+            return int(rest)
+        if kind == "$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = f.read(n + 2)
+            return data[:-2].decode(errors="replace")
+        if kind == "*":
+            return [self._reply(f) for _ in range(int(rest))]
+        raise OSError(f"redis: unexpected reply {line!r}")
+
+    def publish_stats(self):
+        """(calls, usec) of PUBLISH so far (INFO commandstats)."""
+        for line in self.command("INFO", "commandstats").splitlines():
+            if line.startswith("cmdstat_publish:"):
+                fields = dict(kv.split("=", 1) for kv in line.split(":", 1)[1].split(","))
+                return int(fields["calls"]), int(fields["usec"])
+        return 0, 0
+
+    def publish_calls(self):
+        return self.publish_stats()[0]
+
+    def cpu_s(self):
+        """used_cpu_user + used_cpu_sys of redis-server (getrusage: microsecond resolution)."""
+        info = dict(l.split(":", 1) for l in self.command("INFO", "cpu").splitlines()
+                    if ":" in l)
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def numsub(self, channel):
+        reply = self.command("PUBSUB", "NUMSUB", channel)
+        return int(reply[1])
+
+    def version(self):
+        for line in self.command("INFO", "server").splitlines():
+            if line.startswith("redis_version:"):
+                return line.split(":", 1)[1].strip()
+        return "?"
+
+
+def core_ticks():
+    """{cpu index: (busy, total)} clock ticks since boot, from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name[3:].isdigit():
+                v = [int(x) for x in fields[:8]]
+                out[int(name[3:])] = (sum(v) - v[3] - v[4], sum(v))
+    return out
+
+
+def process_ticks(pid):
+    """utime + stime of a process and its threads, in clock ticks (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def other_load(before, after, cpu, own_ticks):
+    """Share of `cpu` used by processes other than ours between two core_ticks() samples."""
+    try:
+        busy = after[cpu][0] - before[cpu][0]
+        total = after[cpu][1] - before[cpu][1]
+    except KeyError:
+        return None
+    if total <= 0:
+        return None
+    return round(min(1.0, max(0.0, (busy - own_ticks) / total)), 3)
+
+
+def redis_window(redis, channel, client, publish_before, args, deadline):
+    """Follows the run from Redis: the first PUBLISH marks the start of the load (the bench
+    publishes event 0 at once); then Redis's CPU time and PUBLISH count are sampled at the start
+    and end of the measured window, and PUBSUB NUMSUB of the event channel a few times in it."""
+    out = {"numsub": []}
+    while client.poll() is None and time.monotonic() < deadline:
+        if redis.publish_calls() > publish_before:
+            break
+        time.sleep(0.02)
+    else:
+        return out
+    t0 = time.monotonic()
+    time.sleep(max(0.0, t0 + args.warmup - time.monotonic()))
+    cpu_a, (pub_a, usec_a) = redis.cpu_s(), redis.publish_stats()
+    for k in (1, 2, 3):
+        time.sleep(max(0.0, t0 + args.warmup + args.duration * k / 4 - time.monotonic()))
+        out["numsub"].append(redis.numsub(channel))
+    time.sleep(max(0.0, t0 + args.warmup + args.duration - time.monotonic()))
+    cpu_b, (pub_b, usec_b) = redis.cpu_s(), redis.publish_stats()
+    out.update({"cpu_s": round(cpu_b - cpu_a, 6), "publish": pub_b - pub_a,
+                "publish_usec": usec_b - usec_a,
+                "seconds": round(time.monotonic() - t0 - args.warmup, 3)})
+    return out
+
+
+def start_node(tmp, tag, i, redis, prefix, cpu):
+    port = free_port()
+    logpath = os.path.join(tmp, f"{tag}-node{i}.log")
+    argv = [DUPLEX, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-demo"]
+    if redis is not None:
+        argv += ["--redis", redis.url, "--redis-prefix", prefix]
+    with open(logpath, "w") as logfile:
+        proc = spawn(argv, logfile, cpu)
+    # Ready: /ready answers 200 (with Redis: once the node is registered).
+    deadline = time.monotonic() + PORT_WAIT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
+                if r.status == 200:
+                    return proc, port, logpath
+        except OSError:
+            pass
+        time.sleep(0.05)
+    stop(proc)
+    raise RuntimeError(f"node {i} did not become ready: {tail(logpath)}")
+
+
+def measure(setup_name, wl_name, rnd, args, redis, tmp, run_id):
+    setup, wl = SETUPS[setup_name], WORKLOADS[wl_name]
+    tag = f"{setup_name}-{wl_name}-r{rnd}"
+    prefix = f"bench{run_id}-{tag}"  # fresh keys: no leases of earlier nodes to sweep
+    result = {"setup": setup_name, "workload": wl_name, "round": rnd, "status": "failed"}
+    nodes = []
+    try:
+        for i in range(setup["nodes"]):
+            nodes.append(start_node(tmp, tag, i, redis if setup["redis"] else None, prefix,
+                                    args.server_cpu))
+        argv = [DUPLEX, "bench", f"ws://127.0.0.1:{nodes[0][1]}"]
+        for _, port, _ in nodes[1:]:
+            argv += ["--url", f"ws://127.0.0.1:{port}"]
+        argv += ["--mode", "fanout", "--rate", str(wl["rate"]), "-c", str(wl["subscribers"]),
+                 "-s", str(PAYLOAD), "-d", f"{args.duration}s", "-w", f"{args.warmup}s",
+                 "--source", SOURCES, "--connect-concurrency", "256", "--channel", CHANNEL,
+                 "--json", "-q"]
+        for proc, _, _ in nodes:
+            argv += ["--server-pid", str(proc.pid)]
+        if setup["redis"]:
+            argv += ["--redis-pid", str(redis.pid)]
+        redis_channel = f"{prefix}:app:{APP_ID}:ev:{CHANNEL}"
+        publish_before = redis.publish_calls()
+        own_pids = [p.pid for p, _, _ in nodes] + [redis.pid]
+        ticks_before = core_ticks(), sum(process_ticks(pid) or 0 for pid in own_pids)
+        client_log = os.path.join(tmp, f"{tag}-client.json")
+        with open(client_log, "w") as out, open(client_log + ".err", "w") as err:
+            client = subprocess.Popen(["taskset", "-c", str(args.client_cpu)] + argv,
+                                      stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                      preexec_fn=_die_with_parent)
+            deadline = time.monotonic() + args.warmup + args.duration + CLIENT_SLACK_S
+            window = redis_window(redis, redis_channel, client, publish_before, args, deadline) \
+                if setup["redis"] else {}
+            while client.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+                raise RuntimeError("duplex bench did not finish in time")
+        publish_after = redis.publish_calls()
+        ticks_after = core_ticks(), sum(process_ticks(pid) or 0 for pid in own_pids)
+        other_server_core = other_load(ticks_before[0], ticks_after[0], args.server_cpu,
+                                       ticks_after[1] - ticks_before[1])
+        for i, (proc, _, logpath) in enumerate(nodes):
+            if proc.poll() is not None:
+                raise RuntimeError(f"node {i} died: {tail(logpath)}")
+        with open(client_log) as f:
+            report = json.loads(f.read().strip().splitlines()[-1])
+        f = report["fanout"]
+        lat = report["latency_us"]
+        srv = report.get("server_cpu") or {}
+        rcpu = report.get("redis_cpu") or {}
+        accepted = f["publish_ms"]["count"]
+        result.update({
+            "status": "ok",
+            "nodes": setup["nodes"],
+            "subscribers": f["subscribers"],
+            "subscribers_per_node": [h["subscribers"] for h in f["hubs"]],
+            "events_published": f["events_published"],
+            "events_accepted_total": accepted,
+            "deliveries_expected": f["deliveries_expected"],
+            "deliveries_received": f["deliveries_received"],
+            "deliveries_per_s": f["deliveries_per_s"],
+            "p50_ms": lat["p50"] / 1000,
+            "p99_ms": lat["p99"] / 1000,
+            "max_ms": lat["max"] / 1000,
+            "lag_p99_ms": (report.get("send_lag_us") or {}).get("p99", 0) / 1000,
+            "missing": f["missing"],
+            "duplicates": f["duplicates"],
+            "out_of_order": f["out_of_order"],
+            "events_failed": f["events_failed"],
+            "errors": report["errors"]["total"],
+            "error_samples": report["errors"]["samples"],
+            "server_us_per_delivery": srv.get("us_per_echo"),
+            "server_utilization": srv.get("utilization"),
+            "server_per_node_utilization": [p["utilization"] for p in srv.get("per_pid", [])],
+            "client_utilization": report["client_cpu"]["utilization"],
+            "client_us_per_delivery": report["client_cpu"]["us_per_echo"],
+            "redis_us_per_event": rcpu.get("us_per_event"),
+            "redis_us_per_delivery": rcpu.get("us_per_delivery"),
+            "redis_utilization": rcpu.get("utilization"),
+            "redis_publish_calls": publish_after - publish_before if setup["redis"] else None,
+            "redis_publish_per_event": round((publish_after - publish_before) / accepted, 3)
+            if setup["redis"] and accepted else None,
+            "redis_numsub_max": max(window["numsub"]) if window.get("numsub") else None,
+            "redis_window": window or None,
+            "other_load_server_core": other_server_core,
+        })
+        if window.get("publish"):
+            # Redis's own CPU clock (µs resolution) over the window, per PUBLISH in it; and
+            # the same above what an idle redis-server costs (its timers).
+            result["redis_us_per_event"] = round(window["cpu_s"] * 1e6 / window["publish"], 2)
+            busy = window["cpu_s"] - redis.idle_cpu_per_s * window["seconds"]
+            result["redis_us_per_event_above_idle"] = round(
+                max(0.0, busy) * 1e6 / window["publish"], 2)
+            result["redis_publish_us_per_call"] = round(
+                window["publish_usec"] / window["publish"], 2)
+            result["redis_us_per_delivery"] = round(
+                window["cpu_s"] * 1e6 / window["publish"] / f["subscribers"], 4)
+        log(f"{tag}: {result['deliveries_per_s']:.0f} deliveries/s, p50 {result['p50_ms']:.1f} "
+            f"p99 {result['p99_ms']:.1f} ms, server {result['server_us_per_delivery']} µs/delivery"
+            f", redis {result['redis_us_per_event']} µs/event, lost {result['missing']}, "
+            f"PUBLISH/event {result['redis_publish_per_event']}, NUMSUB {result['redis_numsub_max']}")
+    except (RuntimeError, OSError, ValueError, KeyError, IndexError) as e:
+        result["error"] = str(e)
+        log(f"{tag}: FAILED: {e}")
+    finally:
+        for proc, _, _ in nodes:
+            stop(proc)
+    return result
+
+
+def machine():
+    model = ""
+    for line in sh(["lscpu"]).splitlines():
+        if line.startswith("Model name:"):
+            model = line.split(":", 1)[1].strip()
+    mem_kib = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    return {
+        "cpu_model": model or platform.processor() or "unknown",
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kib / (1 << 20), 1),
+        "kernel": platform.release(),
+        "rustc": sh(["rustc", "--version"]),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def median(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def span(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return (min(vals), max(vals)) if vals else None
+
+
+def fmt(x, digits=2, thousands=False):
+    if x is None:
+        return "–"
+    if thousands:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}f}"
+
+
+def summarize(results):
+    out = {}
+    for r in results:
+        out.setdefault((r["workload"], r["setup"]), []).append(r)
+    summary = {}
+    for key, rows in out.items():
+        ok = [r for r in rows if r["status"] == "ok"]
+        s = {"rounds": len(rows), "ok": len(ok)}
+        if ok:
+            for k in ["deliveries_per_s", "p50_ms", "p99_ms", "server_us_per_delivery",
+                      "redis_us_per_event", "redis_us_per_delivery", "server_utilization",
+                      "client_utilization", "redis_utilization", "redis_publish_per_event",
+                      "redis_us_per_event_above_idle", "redis_publish_us_per_call"]:
+                s[k] = median(ok, k)
+            s["server_us_span"] = span(ok, "server_us_per_delivery")
+            s["other_load_max"] = max((r["other_load_server_core"] or 0) for r in ok)
+            for k in ["missing", "duplicates", "out_of_order", "events_failed", "errors"]:
+                s[k] = sum(r[k] for r in ok)
+            s["deliveries_expected"] = sum(r["deliveries_expected"] for r in ok)
+            s["numsub"] = sorted({r["redis_numsub_max"] for r in ok
+                                  if r.get("redis_numsub_max") is not None})
+            s["subscribers_per_node"] = ok[0]["subscribers_per_node"]
+            total = [r["server_us_per_delivery"] + (r["redis_us_per_delivery"] or 0)
+                     for r in ok if r.get("server_us_per_delivery") is not None]
+            s["total_us_per_delivery"] = statistics.median(total) if total else None
+        summary[key] = s
+    return summary
+
+
+def redis_cell(s):
+    if s.get("redis_us_per_event") is None:
+        return "–"
+    return (f"{fmt(s['redis_us_per_event'], 1)} ({fmt(s['redis_us_per_event_above_idle'], 1)}; "
+            f"{fmt(s['redis_publish_us_per_call'], 1)})")
+
+
+def markdown(meta, summary, results):
+    m = meta["machine"]
+    out = [BEGIN, "## Cluster fan-out", ""]
+    out.append(
+        f"Date: {meta['date']}. Machine: {m['cpu_model']}, {m['cores']} cores, "
+        f"{m['memory_gib']} GiB, Linux {m['kernel']}, {m['rustc']}; load average at start "
+        f"{', '.join(str(x) for x in m['load_average_at_start'])}. duplex commit "
+        f"{meta['commit']}, redis-server {meta['redis_version']}.")
+    out.append("")
+    out.append(f"Command: `{meta['command']}`")
+    out.append("")
+    out.append(
+        f"Method: {meta['rounds']} round(s); in each, every workload runs on each setup in a "
+        "rotating order (single, redis1, redis3, then redis1, redis3, single, ...), each on "
+        "freshly started nodes (fresh Redis key prefix, one redis-server for the whole run, "
+        "`--save \"\" --appendonly no`). Setups: **single** = one `duplex serve` with the "
+        "in-process broker; **redis1** = one node with `--redis`; **redis3** = three nodes "
+        "with `--redis`, subscribers spread round robin, events triggered through the first "
+        f"node's REST API. Every node and redis-server pinned to CPU {meta['server_cpu']} "
+        f"(so the server side of every setup has the same one core), the client "
+        f"(`duplex bench --mode fanout`, one thread) to CPU {meta['client_cpu']}; "
+        f"{meta['warmup_s']} s warm-up then {meta['duration_s']} s measured; {PAYLOAD}-byte "
+        "event data. Figures are medians over rounds. Server CPU: user+system time of every "
+        "node from /proc/PID/stat over the window, summed, divided by the deliveries; Redis "
+        "CPU: redis-server's own `used_cpu_user + used_cpu_sys` (`INFO cpu`, microseconds) "
+        "between the start and end of the window (found from Redis: the first PUBLISH starts "
+        "the load), divided by the PUBLISH calls in between; \"above idle\" subtracts what the "
+        f"idle redis-server used before the run ({meta.get('redis_idle_cpu_us_per_s', '?')} µs "
+        "per second: its timers), \"in PUBLISH\" is `INFO commandstats`' time inside the "
+        "PUBLISH command; \"server + Redis\" adds the whole Redis figure, per delivery. "
+        "\"Others on CPU 0\": the share of the servers' core used by other processes during "
+        "the run (worst round). Latency: from the event's scheduled "
+        "publish time to the subscriber reading it (includes the REST call and, with Redis, "
+        "the PUBLISH round trip). Lost/dup/reordered: summed over rounds.")
+    out.append("")
+    for wl_name in meta["workloads"]:
+        wl = WORKLOADS[wl_name]
+        out.append(f"### {wl['subscribers']:,} subscribers × {wl['rate']} events/s "
+                   f"({wl['subscribers'] * wl['rate']:,} deliveries/s)")
+        out.append("")
+        out.append("| setup | deliveries/s | p50 ms | p99 ms | server CPU µs/delivery (min–max) "
+                   "| Redis CPU µs/event (above idle; in PUBLISH) | server + Redis µs/delivery "
+                   "| server CPU | client CPU | others on CPU 0 | lost/dup/reordered |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        for setup_name in meta["setups"]:
+            s = summary.get((wl_name, setup_name))
+            if not s or not s["ok"]:
+                out.append(f"| {SETUPS[setup_name]['label']} | failed | | | | | | | | | |")
+                continue
+            lo_hi = s["server_us_span"]
+            out.append(
+                f"| {SETUPS[setup_name]['label']} | {fmt(s['deliveries_per_s'], thousands=True)} "
+                f"| {fmt(s['p50_ms'], 1)} | {fmt(s['p99_ms'], 1)} "
+                f"| {fmt(s['server_us_per_delivery'])} ({fmt(lo_hi[0])}–{fmt(lo_hi[1])}) "
+                f"| {redis_cell(s)} | {fmt(s['total_us_per_delivery'])} "
+                f"| {fmt(100 * s['server_utilization'], 0)} % "
+                f"| {fmt(100 * s['client_utilization'], 0)} % "
+                f"| ≤ {fmt(100 * s['other_load_max'], 0)} % "
+                f"| {s['missing']}/{s['duplicates']}/{s['out_of_order']} "
+                f"(of {s['deliveries_expected']:,}) |")
+        out.append("")
+        base = summary.get((wl_name, "single"))
+        lines = []
+        for setup_name in meta["setups"]:
+            s = summary.get((wl_name, setup_name))
+            if setup_name == "single" or not s or not s["ok"] or not base or not base["ok"]:
+                continue
+            r_nodes = s["server_us_per_delivery"] / base["server_us_per_delivery"]
+            r_total = s["total_us_per_delivery"] / base["server_us_per_delivery"]
+            verdict = "meets" if r_total <= TARGET else "**misses**"
+            lines.append(
+                f"- {SETUPS[setup_name]['label']} ÷ 1 node: CPU per delivery "
+                f"{r_nodes:.2f}× (nodes only), {r_total:.2f}× (nodes + Redis): {verdict} "
+                f"the ≤ {TARGET:.2f}× target.")
+            per_node = s["subscribers_per_node"]
+            lines.append(
+                f"  Redis crossings: {fmt(s['redis_publish_per_event'], 3)} PUBLISH per event; "
+                f"PUBSUB NUMSUB of the event channel during the run: "
+                f"{', '.join(str(n) for n in s['numsub']) or '–'} (nodes: {s and len(per_node)}, "
+                f"subscribers per node: {', '.join(f'{n:,}' for n in per_node)}), so each "
+                f"event reached Redis once and left it "
+                f"{', '.join(str(n) for n in s['numsub']) or '?'} time(s), not "
+                f"{wl['subscribers']:,}.")
+        out.extend(lines)
+        out.append("")
+    failed = [r for r in results if r["status"] != "ok"]
+    if failed:
+        out.append("Failed measurements: " + "; ".join(
+            f"{r['setup']} {r['workload']} round {r['round']}: {r.get('error', '?')}"
+            for r in failed))
+        out.append("")
+    out.append(f"Raw figures: `{meta['json_output']}`.")
+    out.append("")
+    out.append(END)
+    return "\n".join(out) + "\n"
+
+
+def write_section(path, section):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = "# Benchmarks\n"
+    start, end = text.find(BEGIN), text.find(END)
+    if start != -1 and end != -1 and end > start:
+        text = text[:start] + section + text[end + len(END):].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="bench/cluster.sh",
+        description="Fan-out: 1 node vs 1 node + Redis vs 3 nodes + Redis (see bench/README.md).")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=float, default=10.0, help="measured seconds")
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds")
+    p.add_argument("--workloads", default="1k,10k",
+                   help="comma list of 1k (1,000 x 50/s) and 10k (10,000 x 5/s)")
+    p.add_argument("--setups", default="single,redis1,redis3",
+                   help="comma list of single, redis1, redis3")
+    p.add_argument("--quick", action="store_true",
+                   help="1 round of 2 s after 1 s, writes bench/results/cluster-quick.{md,json}")
+    p.add_argument("--no-build", action="store_true")
+    p.add_argument("--output", help="markdown file whose section is rewritten "
+                   "(default BENCHMARKS.md; with --quick bench/results/cluster-quick.md)")
+    p.add_argument("--server-cpu", type=int, default=0)
+    p.add_argument("--client-cpu", type=int, default=1)
+    a = p.parse_args(argv)
+    a.workloads = [w.strip() for w in a.workloads.split(",") if w.strip()]
+    a.setups = [s.strip() for s in a.setups.split(",") if s.strip()]
+    for w in a.workloads:
+        if w not in WORKLOADS:
+            p.error(f"unknown workload {w!r}")
+    for s in a.setups:
+        if s not in SETUPS:
+            p.error(f"unknown setup {s!r}")
+    if a.quick:
+        a.rounds, a.duration, a.warmup = 1, 2.0, 1.0
+    results = os.path.join(ROOT, "bench", "results")
+    if a.output is None:
+        a.output = (os.path.join(results, "cluster-quick.md") if a.quick
+                    else os.path.join(ROOT, "BENCHMARKS.md"))
+    a.json_output = os.path.join(results, "cluster-quick.json" if a.quick else "cluster.json")
+    return a
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv):
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    args = parse_args(argv)
+    for tool in ["taskset", "redis-server"]:
+        if not sh(["sh", "-c", f"command -v {tool}"]):
+            log(f"error: {tool} is not installed (redis-server: apt-get install redis-server)")
+            return 2
+    if not args.no_build:
+        log("building (cargo build --release -p duplex-cli)")
+        if subprocess.run(["cargo", "build", "--release", "-p", "duplex-cli"],
+                          cwd=ROOT).returncode != 0:
+            log("error: the build failed")
+            return 2
+    if not os.access(DUPLEX, os.X_OK):
+        log(f"error: {DUPLEX} is not built")
+        return 2
+    if os.cpu_count() and max(args.server_cpu, args.client_cpu) >= os.cpu_count():
+        log(f"error: CPUs {args.server_cpu} and {args.client_cpu} needed")
+        return 2
+    commit = sh(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    if sh(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", "crates"]):
+        commit += " (plus uncommitted changes under crates/)"
+    command_argv = os.environ.get("DUPLEX_CLUSTER_BENCH_ARGV", "")
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "bench/cluster.sh" + (" " + command_argv if command_argv else ""),
+        "machine": machine(),
+        "commit": commit,
+        "rounds": args.rounds,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "server_cpu": args.server_cpu,
+        "client_cpu": args.client_cpu,
+        "workloads": args.workloads,
+        "setups": args.setups,
+        "json_output": os.path.relpath(args.json_output, ROOT),
+    }
+    results = []
+    run_id = str(int(time.time()))
+    with tempfile.TemporaryDirectory(prefix="cluster-bench-") as tmp:
+        redis = Redis(tmp, args.server_cpu)
+        try:
+            meta["redis_version"] = redis.version()
+            a = redis.cpu_s()
+            time.sleep(3.0)
+            redis.idle_cpu_per_s = (redis.cpu_s() - a) / 3.0
+            meta["redis_idle_cpu_us_per_s"] = round(redis.idle_cpu_per_s * 1e6, 1)
+            log(f"redis-server idle: {meta['redis_idle_cpu_us_per_s']} µs of CPU per second")
+            for rnd in range(1, args.rounds + 1):
+                for wl_name in args.workloads:
+                    k = (rnd - 1) % len(args.setups)
+                    for setup_name in args.setups[k:] + args.setups[:k]:
+                        results.append(measure(setup_name, wl_name, rnd, args, redis, tmp,
+                                               run_id))
+        finally:
+            stop(redis.proc)
+    summary = summarize(results)
+    os.makedirs(os.path.dirname(args.json_output), exist_ok=True)
+    with open(args.json_output, "w") as f:
+        json.dump({"meta": meta, "measurements": results}, f, indent=1)
+        f.write("\n")
+    write_section(args.output, markdown(meta, summary, results))
+    log(f"wrote {os.path.relpath(args.output, ROOT)} and {meta['json_output']}")
+    return 0 if all(r["status"] == "ok" for r in results) else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt as e:
+        log(f"interrupted ({e})")
+        sys.exit(130)
+PY
