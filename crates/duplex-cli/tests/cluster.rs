@@ -312,6 +312,61 @@ async fn webhooks_are_sent_once_per_cluster() {
 }
 
 #[tokio::test]
+async fn the_vacate_delay_cancels_a_leave_and_join_on_different_nodes() {
+    let redis = RedisServer::start();
+    let hooks = WebhookSink::start();
+    let dir = duplex_testkit::TempDir::new("delay");
+    let config = config_file_with_delay(&dir, Some(&hooks.url), 0, 1500);
+    let c = Cluster::start(
+        &redis.url(),
+        2,
+        &["--config", config.to_str().expect("utf-8")],
+    );
+    let (mut first, fid) = established(&c.url(0)).await;
+    subscribe_public(&mut first, "news").await;
+    join_presence(&mut first, &fid, "presence-room", "reloader").await;
+    eventually("occupied and member_added", Duration::from_secs(5), || {
+        let done =
+            hooks.named("channel_occupied").len() == 2 && hooks.named("member_added").len() == 1;
+        async move { done.then_some(()) }
+    })
+    .await;
+    // A page reload that lands on the other node: leave on node 0, join on node 1 at once.
+    drop(first);
+    let (mut second, sid) = established(&c.url(1)).await;
+    subscribe_public(&mut second, "news").await;
+    join_presence(&mut second, &sid, "presence-room", "reloader").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        hooks.named("channel_vacated").len(),
+        0,
+        "{:?}",
+        hooks.events
+    );
+    assert_eq!(hooks.named("member_removed").len(), 0, "{:?}", hooks.events);
+    assert_eq!(
+        hooks.named("channel_occupied").len(),
+        2,
+        "{:?}",
+        hooks.events
+    );
+    assert_eq!(hooks.named("member_added").len(), 1, "{:?}", hooks.events);
+    // A real leave is reported once the delay has passed.
+    drop(second);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        hooks.named("channel_vacated").is_empty(),
+        "held for the delay"
+    );
+    eventually("vacated after the delay", Duration::from_secs(5), || {
+        let done =
+            hooks.named("channel_vacated").len() == 2 && hooks.named("member_removed").len() == 1;
+        async move { done.then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_killed_node_leaves_the_cluster_within_its_node_timeout() {
     let redis = RedisServer::start();
     let hooks = WebhookSink::start();

@@ -122,12 +122,15 @@ pub trait Broker: Send + Sync {
         false
     }
 
-    /// True when [`presence_add`](Broker::presence_add) and
-    /// [`presence_remove`](Broker::presence_remove) publish `member_added` (to all but the
-    /// joining socket) and `member_removed` themselves, in the same step as the change: then a
-    /// reply lost on the way back cannot lose or double the event. Otherwise the node
-    /// publishes them when the call says the user joined or left.
-    fn announces_membership(&self) -> bool {
+    /// True when the broker itself announces the transitions its calls cause, each exactly
+    /// once for the cluster and in the same step as the change: `member_added` (to all but
+    /// the joining socket) and `member_removed` are published by
+    /// [`presence_add`](Broker::presence_add)/[`presence_remove`](Broker::presence_remove),
+    /// and occupied/vacated/member webhooks are reported through
+    /// [`NodeSink::cluster_change`] (with the vacate delay applied cluster-wide). Then a reply
+    /// lost on the way back cannot lose or double them. Otherwise the node does all of it from
+    /// the calls' answers.
+    fn handles_transitions(&self) -> bool {
         false
     }
 

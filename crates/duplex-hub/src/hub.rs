@@ -1073,7 +1073,8 @@ impl Hub {
         }
         let count = broker.add_subscription(&app.id, channel, socket).await?;
         *counted = true;
-        if count == 1 {
+        let by_broker = broker.handles_transitions();
+        if count == 1 && !by_broker {
             self.webhook(
                 app,
                 WebhookEvent::ChannelOccupied {
@@ -1085,13 +1086,11 @@ impl Hub {
             let is_new_user = broker
                 .presence_add(&app.id, channel, socket, m.clone())
                 .await?;
-            if is_new_user {
-                if !broker.announces_membership() {
-                    let payload = ServerMessage::MemberAdded { channel, member: m }.to_bytes();
-                    broker
-                        .publish(&app.id, channel, payload, Some(socket.clone()))
-                        .await?;
-                }
+            if is_new_user && !by_broker {
+                let payload = ServerMessage::MemberAdded { channel, member: m }.to_bytes();
+                broker
+                    .publish(&app.id, channel, payload, Some(socket.clone()))
+                    .await?;
                 self.webhook(
                     app,
                     WebhookEvent::MemberAdded {
@@ -1221,17 +1220,16 @@ impl Hub {
     ) -> Result<(), HubError> {
         self.unroute(socket, app, channel).await;
         let broker = &self.inner.broker;
+        let by_broker = broker.handles_transitions();
         if presence {
             if let Some(leave) = broker.presence_remove(&app.id, channel, socket).await? {
-                if leave.user_left {
-                    if !broker.announces_membership() {
-                        let payload = ServerMessage::MemberRemoved {
-                            channel,
-                            user_id: &leave.user_id,
-                        }
-                        .to_bytes();
-                        broker.publish(&app.id, channel, payload, None).await?;
+                if leave.user_left && !by_broker {
+                    let payload = ServerMessage::MemberRemoved {
+                        channel,
+                        user_id: &leave.user_id,
                     }
+                    .to_bytes();
+                    broker.publish(&app.id, channel, payload, None).await?;
                     self.webhook(
                         app,
                         WebhookEvent::MemberRemoved {
@@ -1242,7 +1240,7 @@ impl Hub {
                 }
             }
         }
-        if broker.remove_subscription(&app.id, channel, socket).await? == 0 {
+        if broker.remove_subscription(&app.id, channel, socket).await? == 0 && !by_broker {
             self.webhook(
                 app,
                 WebhookEvent::ChannelVacated {

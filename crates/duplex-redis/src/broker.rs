@@ -93,6 +93,8 @@ struct Shared {
     /// Wakes the lease loop after a (re)connection.
     connected_notify: Notify,
     cancel: CancellationToken,
+    /// Itself, for tasks spawned from a `&Shared` method.
+    me: std::sync::OnceLock<Weak<Shared>>,
 }
 
 /// A [`Broker`] over Redis: see the [crate docs](crate) for the design.
@@ -170,7 +172,9 @@ impl RedisBroker {
             broken: Notify::new(),
             connected_notify: Notify::new(),
             cancel: CancellationToken::new(),
+            me: std::sync::OnceLock::new(),
         });
+        let _ = shared.me.set(Arc::downgrade(&shared));
         let first = shared
             .open()
             .await
@@ -340,13 +344,24 @@ impl Shared {
 
     /// Applies contribution deltas in one script, each with the message to publish if it
     /// makes a member join or leave the cluster; returns per delta `(transition, count)`.
-    async fn apply(&self, changes: &[(Delta, Announce)]) -> BrokerResult<Transitions> {
+    ///
+    /// With `report`, the transitions are reported to the node (webhooks), leaves after the
+    /// vacate delay unless a join cancelled them.
+    async fn apply(
+        &self,
+        changes: &[(Delta, Announce)],
+        report: bool,
+    ) -> BrokerResult<Transitions> {
         if changes.is_empty() {
             return Ok(Vec::new());
         }
         let mut c = self.conn()?;
+        let token = format!("{}.{:016x}", self.node_id, rand::random::<u64>());
         let mut inv = self.scripts.apply.key(self.keys.node(&self.node_id));
-        inv.arg(&self.cfg.prefix).arg(&self.node_id);
+        inv.arg(&self.cfg.prefix)
+            .arg(&self.node_id)
+            .arg(self.cfg.vacate_delay.as_millis() as u64)
+            .arg(&token);
         for ((field, delta, info), message) in changes {
             inv.arg(field).arg(*delta).arg(info);
             match message {
@@ -355,13 +370,52 @@ impl Shared {
             };
         }
         let out: Vec<String> = self.call(inv.invoke_async(&mut c)).await?;
-        Ok(out
-            .into_iter()
-            .map(|s| match s.split_once(':') {
-                Some((t, n)) => (t.to_owned(), n.to_owned()),
-                None => (s, String::new()),
-            })
-            .collect())
+        let mut transitions = Vec::with_capacity(out.len());
+        for (((field, _, _), _), s) in changes.iter().zip(out) {
+            let (t, n) = s.split_once(':').unwrap_or((s.as_str(), ""));
+            let (kind, held, cancelled) = match t.as_bytes() {
+                [k, b'~'] => (*k as char, true, false),
+                [k, b'!'] => (*k as char, false, true),
+                [k] => (*k as char, false, false),
+                _ => (' ', false, false),
+            };
+            if report && !cancelled {
+                if held {
+                    self.confirm_later(field.clone(), kind, token.clone());
+                } else {
+                    self.report(field, &kind.to_string());
+                }
+            }
+            transitions.push((kind.to_string().trim().to_owned(), n.to_owned()));
+        }
+        Ok(transitions)
+    }
+
+    /// After the vacate delay, sends a held leave's webhook unless a join took it away.
+    fn confirm_later(&self, field: String, kind: char, token: String) {
+        let Some(shared) = self.me.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(shared.cfg.vacate_delay).await;
+            let pending = format!("{}:pending:{field}", shared.cfg.prefix);
+            let Ok(mut c) = shared.conn() else {
+                return;
+            };
+            let confirmed: BrokerResult<i64> = shared
+                .call(
+                    shared
+                        .scripts
+                        .confirm
+                        .key(pending)
+                        .arg(token)
+                        .invoke_async(&mut c),
+                )
+                .await;
+            if confirmed == Ok(1) {
+                shared.report(&field, &kind.to_string());
+            }
+        });
     }
 
     /// The pub/sub message announcing a presence field's change of `delta` (member_added to
@@ -407,7 +461,7 @@ impl Shared {
             return Ok(None);
         };
         let adding = change.0 .1 > 0;
-        match self.apply(std::slice::from_ref(&change)).await {
+        match self.apply(std::slice::from_ref(&change), true).await {
             Ok(mut t) => Ok(t.pop()),
             Err(e) => {
                 if adding {
@@ -499,17 +553,9 @@ impl Shared {
             "re-registering this node's share in Redis"
         );
         for chunk in deltas.chunks(RESYNC_CHUNK) {
-            let transitions = match self.apply(chunk).await {
-                Ok(t) => t,
-                Err(e) => {
-                    self.dirty.store(true, Relaxed);
-                    return Err(e);
-                }
-            };
-            if announce {
-                for (((field, _, _), _), (t, _)) in chunk.iter().zip(transitions) {
-                    self.report(field, &t);
-                }
+            if let Err(e) = self.apply(chunk, announce).await {
+                self.dirty.store(true, Relaxed);
+                return Err(e);
             }
         }
         Ok(())
@@ -780,7 +826,7 @@ impl Broker for RedisBroker {
         true
     }
 
-    fn announces_membership(&self) -> bool {
+    fn handles_transitions(&self) -> bool {
         true
     }
 

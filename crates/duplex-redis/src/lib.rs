@@ -60,6 +60,9 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     /// Longest wait between two reconnection attempts (backoff doubles up to it).
     pub max_backoff: Duration,
+    /// How long a `channel_vacated`/`member_removed` webhook is held, cluster-wide: a join on
+    /// any node within it cancels both webhooks (Pusher's behaviour). Zero sends them at once.
+    pub vacate_delay: Duration,
 }
 
 impl RedisConfig {
@@ -73,6 +76,7 @@ impl RedisConfig {
             op_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(2),
+            vacate_delay: Duration::ZERO,
         }
     }
 }

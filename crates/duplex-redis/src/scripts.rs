@@ -92,20 +92,35 @@ local function apply(prefix, nodekey, nodeid, field, delta, info)
 end
 "#;
 
-/// `KEYS[1]` node hash; `ARGV`: prefix, node id, then groups of five (field, delta, info,
-/// pub/sub channel, message). Returns, per group, `"<transition>:<count>"`: the transition of
+/// `KEYS[1]` node hash; `ARGV`: prefix, node id, vacate delay (ms), a token for the leaves
+/// this call holds back, then groups of five (field, delta, info, pub/sub channel, message). Returns, per group, `"<transition>:<count>"`: the transition of
 /// `apply` (maybe empty) and, for `s` and `c` fields, the cluster-wide count after the change
 /// (else empty). When a presence field's transition is `a` or `r` and a message is given, the
 /// script publishes it: `member_added`/`member_removed` go out with the change that caused
-/// them, so they are neither lost nor doubled when a reply is lost on the way back.
+/// them, so they are neither lost nor doubled when a reply is lost on the way back. With a
+/// vacate delay, a leave (`v`, `r`) comes back as `v~`/`r~` (held: send its webhook only if
+/// [`CONFIRM`] says so after the delay) and a join that cancels a held leave as `o!`/`a!`
+/// (send nothing).
 const APPLY: &str = r#"
 local out = {}
-local i = 3
+local delay = tonumber(ARGV[3])
+local i = 5
 while i <= #ARGV do
   local field, delta, info = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
   local t = apply(ARGV[1], KEYS[1], ARGV[2], field, delta, info)
   if (t == "a" or t == "r") and ARGV[i + 4] ~= "" then
     redis.call("PUBLISH", ARGV[i + 3], ARGV[i + 4])
+  end
+  if delay > 0 and t ~= "" then
+    -- The vacate delay, cluster-wide: a leave is held under a token; a join within the
+    -- delay takes the token away, and then neither webhook is sent.
+    local pending = ARGV[1] .. ":pending:" .. field
+    if t == "v" or t == "r" then
+      redis.call("SET", pending, ARGV[4], "PX", delay * 2 + 1000)
+      t = t .. "~"
+    elseif redis.call("DEL", pending) == 1 then
+      t = t .. "!"
+    end
   end
   local p = split(field)
   local count = ""
@@ -118,6 +133,16 @@ while i <= #ARGV do
   i = i + 5
 end
 return out
+"#;
+
+/// Confirms a held leave after the vacate delay: `KEYS[1]` its pending key, `ARGV[1]` the
+/// token it was held under. Returns 1 (send the webhook) unless a join took it away.
+const CONFIRM: &str = r#"
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+  redis.call("DEL", KEYS[1])
+  return 1
+end
+return 0
 "#;
 
 /// Renews a node's lease and reads the cluster epoch (created if missing).
@@ -174,6 +199,8 @@ pub struct Scripts {
     pub heartbeat: Script,
     /// See [`REAP`].
     pub reap: Script,
+    /// See [`CONFIRM`].
+    pub confirm: Script,
 }
 
 impl Default for Scripts {
@@ -189,6 +216,7 @@ impl Scripts {
             apply: Script::new(&format!("{HELPERS}\n{APPLY}")),
             heartbeat: Script::new(HEARTBEAT),
             reap: Script::new(&format!("{HELPERS}\n{REAP}")),
+            confirm: Script::new(CONFIRM),
         }
     }
 }

@@ -82,6 +82,9 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
             let mut rc = RedisConfig::new(url.clone());
             rc.prefix = cfg.redis_prefix.clone();
             rc.node_timeout = Duration::from_secs(cfg.node_timeout);
+            // The cluster holds vacated/member_removed webhooks itself, so a join on another
+            // node cancels them; the local dispatcher then sends what it gets at once.
+            rc.vacate_delay = cfg.webhook_vacate_delay();
             let broker = RedisBroker::connect(rc).await?;
             let id = broker.node_id().to_owned();
             (Arc::new(broker), Some(id))
@@ -112,7 +115,11 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
                 hub.metrics().clone(),
             )
             .with_endpoint_queue(cfg.webhook_endpoint_queue)
-            .with_vacate_delay(cfg.webhook_vacate_delay());
+            .with_vacate_delay(if cfg.redis_url.is_some() {
+                Duration::ZERO
+            } else {
+                cfg.webhook_vacate_delay()
+            });
             tokio::spawn(async move { dispatcher.run(rx).await });
         }
         // Without webhooks the receiver is dropped: the hub's queue then rejects events.

@@ -308,8 +308,18 @@ impl WebhookSink {
 
 /// Writes a config file with webhooks to `url` (no vacate delay) and `max_connections`.
 pub fn config_file(dir: &TempDir, webhook_url: Option<&str>, max_connections: u64) -> PathBuf {
+    config_file_with_delay(dir, webhook_url, max_connections, 0)
+}
+
+/// Like [`config_file`], with a vacate delay in milliseconds.
+pub fn config_file_with_delay(
+    dir: &TempDir,
+    webhook_url: Option<&str>,
+    max_connections: u64,
+    vacate_delay_ms: u64,
+) -> PathBuf {
     let mut toml = format!(
-        "webhook_vacate_delay_ms = 0\n\n[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nenable_client_events = true\nmax_connections = {max_connections}\n"
+        "webhook_vacate_delay_ms = {vacate_delay_ms}\n\n[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nenable_client_events = true\nmax_connections = {max_connections}\n"
     );
     if let Some(url) = webhook_url {
         toml.push_str(&format!(
