@@ -214,3 +214,59 @@ async fn publishing_resumes_after_a_sentinel_failover() {
     .await;
     assert_eq!(news["subscription_count"], 2, "{news}");
 }
+
+#[tokio::test]
+async fn rediss_with_a_private_ca_and_a_password() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = duplex_testkit::TempDir::new("rediss");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("ca");
+    let key = KeyPair::generate().expect("key");
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .expect("params")
+        .signed_by(&key, &ca)
+        .expect("leaf");
+    let (cert, keyf, caf) = (
+        dir.path().join("redis.pem"),
+        dir.path().join("redis.key"),
+        dir.path().join("ca.pem"),
+    );
+    std::fs::write(&cert, leaf.pem()).expect("write");
+    std::fs::write(&keyf, key.serialize_pem()).expect("write");
+    std::fs::write(&caf, ca.pem()).expect("write");
+    let tls_port = duplex_testkit::free_port().to_string();
+    let _redis = RedisServer::start_with_password_and_args(
+        "tls-pw",
+        &[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            cert.to_str().expect("utf-8"),
+            "--tls-key-file",
+            keyf.to_str().expect("utf-8"),
+            "--tls-ca-cert-file",
+            caf.to_str().expect("utf-8"),
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    let url = format!("rediss://:tls-pw@localhost:{tls_port}/0");
+    let c = Cluster::start(&url, 2, &["--redis-ca", caf.to_str().expect("utf-8")]);
+    let (mut s0, _) = established(&c.url(0)).await;
+    subscribe_public(&mut s0, "news").await;
+    first_event_across(&c.addr(1), &mut s0, "over TLS").await;
+
+    // Without the CA the certificate is not trusted: a clear error at start.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_duplex"))
+        .args(["serve", "--port", "0", "--redis", &url])
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run duplex serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach Redis at rediss://:***@localhost"),
+        "{err}"
+    );
+}

@@ -134,6 +134,8 @@ pub struct HubConfig {
     pub redis_url: Option<String>,
     /// Prefix of the cluster's Redis keys, so clusters or environments can share one Redis.
     pub redis_prefix: String,
+    /// PEM file of a private CA that signed Redis's certificate (`rediss://` only).
+    pub redis_ca: Option<String>,
     /// Seconds after which a cluster node that stopped renewing its lease is considered dead
     /// and its members and subscriptions are removed.
     pub node_timeout: u64,
@@ -163,6 +165,7 @@ impl Default for HubConfig {
             apps: vec![App::default()],
             redis_url: None,
             redis_prefix: "duplex".into(),
+            redis_ca: None,
             node_timeout: 20,
             trust_proxy: Vec::new(),
             proxy_protocol: false,
@@ -215,7 +218,7 @@ impl HubConfig {
         toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))
     }
 
-    /// Applies `DUPLEX_REDIS_URL`, `DUPLEX_REDIS_PREFIX`, `DUPLEX_NODE_TIMEOUT`,
+    /// Applies `DUPLEX_REDIS_URL`, `DUPLEX_REDIS_CA`, `DUPLEX_REDIS_PREFIX`, `DUPLEX_NODE_TIMEOUT`,
     /// `DUPLEX_TRUST_PROXY` (comma-separated CIDRs), `DUPLEX_PROXY_PROTOCOL` (`true`/`false`),
     /// `DUPLEX_PORT`, `DUPLEX_APP_ID`, `DUPLEX_APP_KEY`, `DUPLEX_APP_SECRET` and
     /// `DUPLEX_APP_ENABLE_CLIENT_EVENTS` (`true`/`false`/`1`/`0`) from `env`; the `APP_`
@@ -223,6 +226,9 @@ impl HubConfig {
     pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
         if let Some(v) = env.get("DUPLEX_REDIS_URL").filter(|v| !v.trim().is_empty()) {
             self.redis_url = Some(v.trim().to_owned());
+        }
+        if let Some(v) = env.get("DUPLEX_REDIS_CA").filter(|v| !v.trim().is_empty()) {
+            self.redis_ca = Some(v.trim().to_owned());
         }
         if let Some(v) = env.get("DUPLEX_REDIS_PREFIX") {
             self.redis_prefix = v.trim().to_owned();

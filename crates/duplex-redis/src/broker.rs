@@ -146,7 +146,14 @@ impl RedisBroker {
         if !valid_prefix(&cfg.prefix) {
             return Err(RedisBrokerError::BadPrefix(cfg.prefix.clone()));
         }
-        let target = Target::parse(&cfg.url)?;
+        let ca = match &cfg.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| RedisBrokerError::CaFile {
+                path: path.display().to_string(),
+                why: e.to_string(),
+            })?),
+            None => None,
+        };
+        let target = Target::parse_with_ca(&cfg.url, ca)?;
         let shown_url = redact(&cfg.url);
         let node_id = format!("{:016x}", rand::random::<u64>());
         let shared = Arc::new(Shared {

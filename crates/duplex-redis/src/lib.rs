@@ -60,6 +60,9 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     /// Longest wait between two reconnection attempts (backoff doubles up to it).
     pub max_backoff: Duration,
+    /// PEM file of the CA that signed Redis's certificate, for `rediss://` with a private CA
+    /// (default: the webpki roots).
+    pub ca_file: Option<std::path::PathBuf>,
     /// How long a `channel_vacated`/`member_removed` webhook is held, cluster-wide: a join on
     /// any node within it cancels both webhooks (Pusher's behaviour). Zero sends them at once.
     pub vacate_delay: Duration,
@@ -77,6 +80,7 @@ impl RedisConfig {
             connect_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(2),
             vacate_delay: Duration::ZERO,
+            ca_file: None,
         }
     }
 }
@@ -99,6 +103,14 @@ pub enum RedisBrokerError {
     Unreachable {
         /// The URL, password redacted.
         url: String,
+        /// The error.
+        why: String,
+    },
+    /// The CA file could not be read.
+    #[error("cannot read the Redis CA file {path}: {why}")]
+    CaFile {
+        /// The path.
+        path: String,
         /// The error.
         why: String,
     },

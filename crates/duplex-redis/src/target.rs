@@ -23,6 +23,12 @@ impl Target {
     /// - `redis+sentinel://[:password@]host1:port1,host2:port2/service[/db]`: the password and
     ///   db apply to the primary; the sentinels are asked without credentials.
     pub fn parse(url: &str) -> Result<Target, RedisBrokerError> {
+        Target::parse_with_ca(url, None)
+    }
+
+    /// Like [`Target::parse`]; for `rediss://`, `ca_pem` (PEM) replaces the webpki roots, so a
+    /// Redis with a certificate from a private CA can be verified.
+    pub fn parse_with_ca(url: &str, ca_pem: Option<Vec<u8>>) -> Result<Target, RedisBrokerError> {
         let bad = |why: String| RedisBrokerError::BadUrl {
             url: redact(url),
             why,
@@ -75,7 +81,20 @@ impl Target {
                 "the scheme must be redis://, rediss:// or redis+sentinel://".into(),
             ));
         }
-        let client = Client::open(url).map_err(|e| bad(e.to_string()))?;
+        let client = match ca_pem {
+            None => Client::open(url),
+            Some(_) if parsed.scheme() != "rediss" => {
+                return Err(bad("a CA file applies to rediss:// (TLS) URLs only".into()))
+            }
+            Some(pem) => Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            ),
+        }
+        .map_err(|e| bad(e.to_string()))?;
         Ok(Target::Direct(client))
     }
 

@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// TOML: `redis_url`.
     #[arg(long = "redis", value_name = "URL")]
     pub redis: Option<String>,
+    /// PEM file of the private CA that signed Redis's certificate, for `rediss://` (default:
+    /// the webpki roots). Env: DUPLEX_REDIS_CA; TOML: `redis_ca`.
+    #[arg(long, value_name = "PEM")]
+    pub redis_ca: Option<PathBuf>,
     /// Prefix of the cluster's Redis keys (default `duplex`), so several clusters or
     /// environments can share one Redis. Env: DUPLEX_REDIS_PREFIX; TOML: `redis_prefix`.
     #[arg(long, value_name = "PREFIX")]
@@ -124,6 +128,9 @@ pub fn build(args: &ServeArgs, env: &HashMap<String, String>) -> anyhow::Result<
     }
     if let Some(url) = &args.redis {
         hub.redis_url = Some(url.clone());
+    }
+    if let Some(ca) = &args.redis_ca {
+        hub.redis_ca = Some(ca.display().to_string());
     }
     if let Some(prefix) = &args.redis_prefix {
         hub.redis_prefix = prefix.clone();

@@ -85,6 +85,7 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
             // The cluster holds vacated/member_removed webhooks itself, so a join on another
             // node cancels them; the local dispatcher then sends what it gets at once.
             rc.vacate_delay = cfg.webhook_vacate_delay();
+            rc.ca_file = cfg.redis_ca.as_ref().map(std::path::PathBuf::from);
             let broker = RedisBroker::connect(rc).await?;
             let id = broker.node_id().to_owned();
             (Arc::new(broker), Some(id))

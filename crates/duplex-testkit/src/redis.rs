@@ -51,6 +51,18 @@ impl RedisServer {
         RedisServer::start_inner(None, args.iter().map(|s| (*s).to_owned()).collect())
     }
 
+    /// Starts a server with a password and additional arguments (e.g. a TLS port).
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisServer::start`].
+    pub fn start_with_password_and_args(password: &str, args: &[&str]) -> RedisServer {
+        RedisServer::start_inner(
+            Some(password.to_owned()),
+            args.iter().map(|s| (*s).to_owned()).collect(),
+        )
+    }
+
     fn start_inner(password: Option<String>, extra_args: Vec<String>) -> RedisServer {
         let dir = TempDir::new("redis");
         let port = free_port();
