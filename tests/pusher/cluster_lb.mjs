@@ -34,7 +34,9 @@ const CHANNEL = "presence-lb";
 // Nodes run with --proxy-protocol: direct requests (for /metrics) start with a PROXY header.
 const PROXY_PROTOCOL = process.env.PROXY_PROTOCOL === "1";
 // Subscribe every client at once instead of one after the other (see step 2).
-const CONCURRENT_SUBSCRIBE = process.env.CONCURRENT_SUBSCRIBE === "1";
+// All clients subscribe at once by default (the hard case for presence ordering);
+// SEQUENTIAL_SUBSCRIBE=1 waits for each confirmation first.
+const CONCURRENT_SUBSCRIBE = process.env.SEQUENTIAL_SUBSCRIBE !== "1";
 
 const started = Date.now();
 const log = (...a) => console.log(`[${LABEL} +${((Date.now() - started) / 1000).toFixed(1)}s]`, ...a);
@@ -153,11 +155,10 @@ try {
   log("connections per node:", spread.join(" "));
   assert.ok(spread.filter((n) => n > 0).length >= 2, `round robin should use >= 2 nodes: ${spread}`);
 
-  // 2. One presence channel: every client sees every member. Clients subscribe one after
-  //    the other (each once confirmed), the later ones on nodes that already have members:
-  //    with CONCURRENT_SUBSCRIBE=1 they all subscribe at once, which can lose a
-  //    member_added that reaches a client before its own subscription_succeeded (whose
-  //    member list predates it): a hub ordering issue this file can reproduce.
+  // 2. One presence channel: every client sees every member. All subscribe at once, on
+  //    every node: a member_added published while a client's member list is being read must
+  //    reach it after its subscription_succeeded (the hub holds it), or pusher-js, which
+  //    resets its list on the confirmation, would lose that member.
   for (const c of clients) {
     const ch = c.subscribe(CHANNEL);
     ch.bind("pusher:subscription_error", (e) => {

@@ -325,7 +325,29 @@ struct Conn {
     bucket: TokenBucket,
 }
 
-type ChannelMap = HashMap<String, HashMap<String, HashMap<SocketId, Subscriber>>>;
+/// Events for a channel that reach a new subscriber before its `subscription_succeeded` was
+/// queued: they wait here, so the confirmation (and the member list it carries, read after
+/// the subscriber began to receive) always comes first. A `member_added` published meanwhile
+/// then adds to that list instead of being wiped by it.
+#[derive(Default)]
+struct Held {
+    items: Vec<Bytes>,
+    released: bool,
+}
+
+/// One local subscriber of one channel.
+#[derive(Clone)]
+struct ChannelSub {
+    sub: Subscriber,
+    /// Until the confirmation is queued (then `None`, so deliveries take no lock).
+    held: Option<Arc<Mutex<Held>>>,
+}
+
+type ChannelMap = HashMap<String, HashMap<String, HashMap<SocketId, ChannelSub>>>;
+
+fn lock_held(h: &Mutex<Held>) -> MutexGuard<'_, Held> {
+    h.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// This node's connections and local channel membership; the broker's sink.
 struct Local {
@@ -382,9 +404,30 @@ impl NodeSink for Local {
         let Some(subs) = channels.get(app_id).and_then(|c| c.get(channel)) else {
             return;
         };
-        for (socket, sub) in subs {
-            if Some(socket) != except {
-                self.send(sub, payload.clone());
+        for (socket, cs) in subs {
+            if Some(socket) == except {
+                continue;
+            }
+            match &cs.held {
+                None => self.send(&cs.sub, payload.clone()),
+                Some(held) => {
+                    let mut h = lock_held(held);
+                    if h.released {
+                        drop(h);
+                        self.send(&cs.sub, payload.clone());
+                    } else if h.items.len() < cs.sub.tx.max_capacity() {
+                        h.items.push(payload.clone());
+                    } else {
+                        drop(h);
+                        if cs
+                            .sub
+                            .close
+                            .close(codes::OVER_CAPACITY, "Slow consumer: outbound queue full")
+                        {
+                            self.metrics.slow_consumers_total.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
             }
         }
     }
@@ -954,7 +997,7 @@ impl Hub {
         if already {
             // Idempotent: confirm again without counting twice.
             return self
-                .confirm_subscription(app, sub, channel, member.is_some())
+                .confirm_subscription(app, sub, channel, member.is_some(), None)
                 .await;
         }
         if count >= app.max_channels_per_connection {
@@ -992,6 +1035,7 @@ impl Hub {
                 member.as_ref().map(|m| m.user_id.clone()),
             );
         }
+        let held = Arc::new(Mutex::new(Held::default()));
         let first_local = {
             let mut channels = self
                 .inner
@@ -1004,7 +1048,13 @@ impl Hub {
                 .or_default()
                 .entry(s.channel.clone())
                 .or_default();
-            subs.insert(socket.clone(), sub.clone());
+            subs.insert(
+                socket.clone(),
+                ChannelSub {
+                    sub: sub.clone(),
+                    held: Some(held.clone()),
+                },
+            );
             subs.len() == 1
         };
         self.inner
@@ -1020,6 +1070,7 @@ impl Hub {
                 channel,
                 member.as_ref(),
                 first_local,
+                &held,
                 &mut counted,
             )
             .await;
@@ -1063,6 +1114,7 @@ impl Hub {
         channel: &str,
         member: Option<&protocol::PresenceMember>,
         first_local: bool,
+        held: &Arc<Mutex<Held>>,
         counted: &mut bool,
     ) -> Result<(), HubError> {
         let broker = &self.inner.broker;
@@ -1100,8 +1152,29 @@ impl Hub {
                 );
             }
         }
-        self.confirm_subscription(app, sub, channel, member.is_some())
-            .await
+        self.confirm_subscription(app, sub, channel, member.is_some(), Some(held))
+            .await?;
+        self.release(socket, app, channel, held);
+        Ok(())
+    }
+
+    /// Delivers to the subscriber without holding from now on (the confirmation is queued).
+    fn release(&self, socket: &SocketId, app: &App, channel: &str, held: &Arc<Mutex<Held>>) {
+        let mut channels = self
+            .inner
+            .local
+            .channels
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(cs) = channels
+            .get_mut(app.id.as_str())
+            .and_then(|c| c.get_mut(channel))
+            .and_then(|subs| subs.get_mut(socket))
+        {
+            if cs.held.as_ref().is_some_and(|h| Arc::ptr_eq(h, held)) {
+                cs.held = None;
+            }
+        }
     }
 
     /// Sends `subscription_succeeded` (with members for presence) and, on cache channels, the
@@ -1112,13 +1185,14 @@ impl Hub {
         sub: &Subscriber,
         channel: &str,
         presence: bool,
+        held: Option<&Arc<Mutex<Held>>>,
     ) -> Result<(), HubError> {
         let broker = &self.inner.broker;
         let local = &self.inner.local;
+        let mut first = Vec::with_capacity(2);
         if presence {
             let members = broker.presence_members(&app.id, channel).await?;
-            local.send(
-                sub,
+            first.push(
                 ServerMessage::PresenceSubscriptionSucceeded {
                     channel,
                     members: &members,
@@ -1126,16 +1200,13 @@ impl Hub {
                 .to_bytes(),
             );
         } else {
-            local.send(
-                sub,
-                ServerMessage::SubscriptionSucceeded { channel }.to_bytes(),
-            );
+            first.push(ServerMessage::SubscriptionSucceeded { channel }.to_bytes());
         }
         if channel::is_cache(channel) {
             match broker.cache_get(&app.id, channel).await? {
-                Some((payload, _ttl)) => local.send(sub, payload),
+                Some((payload, _ttl)) => first.push(payload),
                 None => {
-                    local.send(sub, ServerMessage::CacheMiss { channel }.to_bytes());
+                    first.push(ServerMessage::CacheMiss { channel }.to_bytes());
                     self.webhook(
                         app,
                         WebhookEvent::CacheMiss {
@@ -1144,6 +1215,18 @@ impl Hub {
                     );
                 }
             }
+        }
+        // The confirmation first, then what was held back for it, under the hold's lock so no
+        // delivery slips in between.
+        let mut h = held.map(|h| lock_held(h));
+        for payload in first {
+            local.send(sub, payload);
+        }
+        if let Some(h) = h.as_mut() {
+            for payload in h.items.drain(..) {
+                local.send(sub, payload);
+            }
+            h.released = true;
         }
         Ok(())
     }
