@@ -531,3 +531,101 @@ async fn a_stuck_node_does_not_slow_the_others() {
         assert_eq!(next_json(&mut stuck_sub).await["data"]["n"], i);
     }
 }
+
+#[tokio::test]
+async fn a_node_killed_and_replaced_quickly_causes_no_storm() {
+    let redis = RedisServer::start();
+    let mut c = Cluster::start(&redis.url(), 2, &["--node-timeout", "3"]);
+    let (mut watcher, wid) = established(&c.url(0)).await;
+    join_presence(&mut watcher, &wid, "presence-room", "watcher").await;
+    let mut movers = Vec::new();
+    for user in ["k1", "k2"] {
+        let (mut ws, id) = established(&c.url(1)).await;
+        join_presence(&mut ws, &id, "presence-room", user).await;
+        movers.push(ws);
+    }
+    assert_eq!(
+        collect_for(&mut watcher, Duration::from_millis(800))
+            .await
+            .len(),
+        2
+    );
+    c.kill(1);
+    drop(movers);
+    // Its clients come back (to a new node) before its lease expires.
+    let fresh = c.add_node();
+    let mut back = Vec::new();
+    for user in ["k1", "k2"] {
+        let (mut ws, id) = established(&c.url(fresh)).await;
+        join_presence(&mut ws, &id, "presence-room", user).await;
+        back.push(ws);
+    }
+    let addr = c.addr(0);
+    eventually(
+        "the dead node's share to leave",
+        Duration::from_secs(12),
+        || {
+            let addr = addr.clone();
+            async move {
+                let (_, info) = api_get(
+                    &addr,
+                    &format!("/apps/{APP_ID}/channels/presence-room"),
+                    &[("info", "subscription_count")],
+                )
+                .await;
+                (info["subscription_count"] == 3).then_some(())
+            }
+        },
+    )
+    .await;
+    let seen = collect_for(&mut watcher, Duration::from_secs(1)).await;
+    assert!(seen.is_empty(), "no member_removed/member_added: {seen:?}");
+}
+
+#[tokio::test]
+async fn a_node_stopped_past_its_timeout_is_removed_then_announces_its_users_again() {
+    let redis = RedisServer::start();
+    let c = Cluster::start(&redis.url(), 2, &["--node-timeout", "2"]);
+    let (mut watcher, wid) = established(&c.url(0)).await;
+    join_presence(&mut watcher, &wid, "presence-room", "watcher").await;
+    let (mut sleeper, sid) = established(&c.url(1)).await;
+    join_presence(&mut sleeper, &sid, "presence-room", "sleeper").await;
+    next_event_named(
+        &mut watcher,
+        "pusher_internal:member_added",
+        Duration::from_secs(5),
+    )
+    .await;
+    c.signal(1, "-STOP");
+    let m = next_event_named(
+        &mut watcher,
+        "pusher_internal:member_removed",
+        Duration::from_secs(8),
+    )
+    .await;
+    assert_eq!(m["data"]["user_id"], "sleeper");
+    c.signal(1, "-CONT");
+    // Its client never left: once it runs again, the node registers it again and says so.
+    let m = next_event_named(
+        &mut watcher,
+        "pusher_internal:member_added",
+        Duration::from_secs(8),
+    )
+    .await;
+    assert_eq!(m["data"]["user_id"], "sleeper");
+    let (_, info) = api_get(
+        &c.addr(0),
+        &format!("/apps/{APP_ID}/channels/presence-room"),
+        &[("info", "user_count,subscription_count")],
+    )
+    .await;
+    assert_eq!(info["user_count"], 2, "{info}");
+    assert_eq!(info["subscription_count"], 2, "{info}");
+    // And the sleeper's connection still works both ways.
+    let (status, _) = trigger(&c.addr(0), "presence-room", "hello", json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        next_event_named(&mut sleeper, "hello", Duration::from_secs(5)).await["event"],
+        "hello"
+    );
+}
