@@ -177,6 +177,7 @@ enum Route {
     Channels,
     Channel(String),
     ChannelUsers(String),
+    ChannelHistory(String),
     TerminateUser(String),
 }
 
@@ -200,6 +201,7 @@ fn parse_route(path: &str) -> Option<(AppRef, Route)> {
         ["apps", _, "channels"] => Route::Channels,
         ["apps", _, "channels", name] => Route::Channel((*name).to_owned()),
         ["apps", _, "channels", name, "users"] => Route::ChannelUsers((*name).to_owned()),
+        ["apps", _, "channels", name, "history"] => Route::ChannelHistory((*name).to_owned()),
         ["apps", _, "users", user, "terminate_connections"] => {
             Route::TerminateUser((*user).to_owned())
         }
@@ -264,6 +266,7 @@ async fn handle_inner(hub: &Hub, req: &ApiRequest, now: u64) -> Result<Value, Ap
         Route::Channels => channels(hub, &app, req).await,
         Route::Channel(name) => channel_info(hub, &app, req, &name).await,
         Route::ChannelUsers(name) => users(hub, &app, &name).await,
+        Route::ChannelHistory(name) => history(hub, &app, req, &name).await,
         Route::TerminateUser(user) => {
             if user.is_empty() {
                 return Err(bad("Missing user id"));
@@ -272,6 +275,54 @@ async fn handle_inner(hub: &Hub, req: &ApiRequest, now: u64) -> Result<Value, Ap
             Ok(json!({}))
         }
     }
+}
+
+/// Most events one history request returns.
+pub const MAX_HISTORY_LIMIT: usize = 1000;
+
+/// `GET /apps/{id}/channels/{name}/history?since=OFFSET&limit=N`: the kept events after
+/// `since` (default 0) with their positions, oldest first, at most `limit` (default 100, at
+/// most 1000), and the channel's current position. `complete` is false when events after
+/// `since` were already dropped (size or TTL), so the list has a gap at its start.
+async fn history(hub: &Hub, app: &App, req: &ApiRequest, channel: &str) -> Result<Value, ApiError> {
+    crate::channel::validate(channel).map_err(|e| bad(format!("Invalid channel name: {e}")))?;
+    let number = |name: &str, default: u64, max: u64| -> Result<u64, ApiError> {
+        match req.param(name) {
+            None => Ok(default),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if n <= max => Ok(n),
+                _ => Err(bad(format!("{name} must be an integer from 0 to {max}"))),
+            },
+        }
+    };
+    let since = number("since", 0, crate::protocol::MAX_OFFSET)?;
+    let limit = number("limit", 100, MAX_HISTORY_LIMIT as u64)?;
+    if limit == 0 {
+        return Err(bad(format!("limit must be from 1 to {MAX_HISTORY_LIMIT}")));
+    }
+    let Some(read) = hub.history(app, channel, since, limit as usize).await? else {
+        return Err(ApiError(
+            404,
+            format!("Channel {channel} keeps no history (see the app's history setting)"),
+        ));
+    };
+    if since > read.position.offset {
+        return Err(bad(format!(
+            "since ({since}) is ahead of the channel's offset ({})",
+            read.position.offset
+        )));
+    }
+    let events: Vec<Value> = read
+        .events
+        .iter()
+        .filter_map(|e| serde_json::from_slice(e).ok())
+        .collect();
+    Ok(json!({
+        "channel": channel,
+        "position": read.position,
+        "complete": read.complete,
+        "events": events,
+    }))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

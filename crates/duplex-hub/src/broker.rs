@@ -11,14 +11,14 @@
 //! [`NodeSink::deliver`] for every event on a channel that node subscribed to. Sinks must not
 //! block (the hub's sink only does `try_send` into bounded queues).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::protocol::PresenceMember;
+use crate::protocol::{self, Position, PresenceMember};
 use crate::socket_id::SocketId;
 
 /// Identifies one attached node.
@@ -94,6 +94,38 @@ pub struct PresenceLeave {
     pub user_left: bool,
 }
 
+/// How much history one channel keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// Events kept (the oldest go first).
+    pub size: usize,
+    /// How long an event is kept; a stream with no event for that long is gone, and the next
+    /// one starts a new epoch.
+    pub ttl: Duration,
+}
+
+impl From<&crate::config::History> for HistoryLimits {
+    fn from(h: &crate::config::History) -> HistoryLimits {
+        HistoryLimits {
+            size: h.size,
+            ttl: Duration::from_secs(h.ttl),
+        }
+    }
+}
+
+/// What [`Broker::history`] read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRead {
+    /// The channel's position at the read (a new stream's, offset 0, if it had none).
+    pub position: Position,
+    /// The kept events after `since`, oldest first, at most `limit`, each as delivered (with
+    /// its `position`).
+    pub events: Vec<Bytes>,
+    /// True when every event after `since` is still kept (nothing was trimmed in between and
+    /// `since` is not ahead of the position): the events are then a gap-free continuation.
+    pub complete: bool,
+}
+
 /// The broker is unreachable or refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("broker: {0}")]
@@ -142,6 +174,27 @@ pub trait Broker: Send + Sync {
         payload: Bytes,
         except: Option<SocketId>,
     ) -> BrokerResult<()>;
+    /// Appends an event to `channel`'s history and publishes it, as one step: `payload` (a
+    /// JSON object) gets the event's `position` (see [`protocol::with_position`]), and the
+    /// order of offsets is the order of delivery on every node. Returns the position.
+    async fn publish_with_history(
+        &self,
+        app_id: &str,
+        channel: &str,
+        payload: Bytes,
+        except: Option<SocketId>,
+        limits: HistoryLimits,
+    ) -> BrokerResult<Position>;
+    /// The channel's position and, with `since`, the kept events after that offset (at most
+    /// `limit`). A channel with no stream gets one (a new epoch, offset 0).
+    async fn history(
+        &self,
+        app_id: &str,
+        channel: &str,
+        since: Option<u64>,
+        limit: usize,
+        limits: HistoryLimits,
+    ) -> BrokerResult<HistoryRead>;
     /// Sends a control message to every node.
     async fn control(&self, app_id: &str, control: Control) -> BrokerResult<()>;
     /// From now on, deliver `channel`'s events to `node`.
@@ -250,6 +303,59 @@ fn key(app_id: &str, channel: &str) -> Key {
     (app_id.to_owned(), channel.to_owned())
 }
 
+/// One channel's kept events.
+struct Stream {
+    epoch: String,
+    offset: u64,
+    /// (offset, kept until, event with its position)
+    events: VecDeque<(u64, Instant, Bytes)>,
+    /// The stream is gone after this (no event for `ttl`).
+    expires: Instant,
+}
+
+impl Stream {
+    fn new(now: Instant, ttl: Duration) -> Stream {
+        Stream {
+            epoch: format!("{:016x}", rand::random::<u64>()),
+            offset: 0,
+            events: VecDeque::new(),
+            expires: now + ttl,
+        }
+    }
+
+    fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch.clone(),
+            offset: self.offset,
+        }
+    }
+
+    /// Drops what `limits` no longer allow; a stream past its end restarts (new epoch).
+    fn trim(&mut self, now: Instant, limits: HistoryLimits) {
+        if now >= self.expires {
+            *self = Stream::new(now, limits.ttl);
+        }
+        while self
+            .events
+            .front()
+            .is_some_and(|e| e.1 <= now || self.events.len() > limits.size)
+        {
+            self.events.pop_front();
+        }
+    }
+}
+
+/// Locks that order deliveries per channel: events of one channel reach the sinks one at a
+/// time, in publish order, without one lock for every channel.
+const DELIVERY_STRIPES: usize = 64;
+
+fn stripe(app_id: &str, channel: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (app_id, channel).hash(&mut h);
+    (h.finish() as usize) % DELIVERY_STRIPES
+}
+
 #[derive(Default)]
 struct State {
     sinks: HashMap<NodeId, Weak<dyn NodeSink>>,
@@ -260,14 +366,25 @@ struct State {
     presence: HashMap<Key, HashMap<SocketId, PresenceMember>>,
     users: HashMap<Key, HashSet<SocketId>>,
     cache: HashMap<Key, (Bytes, Instant)>,
+    history: HashMap<Key, Stream>,
 }
 
 /// The in-process broker: one mutex around plain maps, never held across an await or while a
 /// sink runs.
-#[derive(Default)]
 pub struct MemoryBroker {
     state: Mutex<State>,
     next_node: AtomicU64,
+    delivery: [Mutex<()>; DELIVERY_STRIPES],
+}
+
+impl Default for MemoryBroker {
+    fn default() -> MemoryBroker {
+        MemoryBroker {
+            state: Mutex::default(),
+            next_node: AtomicU64::default(),
+            delivery: std::array::from_fn(|_| Mutex::new(())),
+        }
+    }
 }
 
 impl MemoryBroker {
@@ -279,6 +396,17 @@ impl MemoryBroker {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain maps behind; keep serving.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sinks_of(&self, app_id: &str, channel: &str) -> Vec<std::sync::Arc<dyn NodeSink>> {
+        let st = self.lock();
+        match st.node_channels.get(&key(app_id, channel)) {
+            Some(nodes) => nodes
+                .iter()
+                .filter_map(|n| st.sinks.get(n).and_then(Weak::upgrade))
+                .collect(),
+            None => Vec::new(),
+        }
     }
 }
 
@@ -297,20 +425,88 @@ impl Broker for MemoryBroker {
         payload: Bytes,
         except: Option<SocketId>,
     ) -> BrokerResult<()> {
-        let sinks: Vec<_> = {
-            let st = self.lock();
-            match st.node_channels.get(&key(app_id, channel)) {
-                Some(nodes) => nodes
-                    .iter()
-                    .filter_map(|n| st.sinks.get(n).and_then(Weak::upgrade))
-                    .collect(),
-                None => Vec::new(),
-            }
-        };
-        for sink in sinks {
+        let _order = self.delivery[stripe(app_id, channel)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for sink in self.sinks_of(app_id, channel) {
             sink.deliver(app_id, channel, &payload, except.as_ref());
         }
         Ok(())
+    }
+
+    async fn publish_with_history(
+        &self,
+        app_id: &str,
+        channel: &str,
+        payload: Bytes,
+        except: Option<SocketId>,
+        limits: HistoryLimits,
+    ) -> BrokerResult<Position> {
+        // Appending and delivering under the channel's delivery lock: offsets in delivery order.
+        let _order = self.delivery[stripe(app_id, channel)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let (position, event) = {
+            let mut st = self.lock();
+            let stream = st
+                .history
+                .entry(key(app_id, channel))
+                .or_insert_with(|| Stream::new(now, limits.ttl));
+            stream.trim(now, limits);
+            stream.offset += 1;
+            stream.expires = now + limits.ttl;
+            let position = stream.position();
+            let event = protocol::with_position(&payload, &position);
+            stream
+                .events
+                .push_back((position.offset, now + limits.ttl, event.clone()));
+            stream.trim(now, limits);
+            (position, event)
+        };
+        for sink in self.sinks_of(app_id, channel) {
+            sink.deliver(app_id, channel, &event, except.as_ref());
+        }
+        Ok(position)
+    }
+
+    async fn history(
+        &self,
+        app_id: &str,
+        channel: &str,
+        since: Option<u64>,
+        limit: usize,
+        limits: HistoryLimits,
+    ) -> BrokerResult<HistoryRead> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let stream = st
+            .history
+            .entry(key(app_id, channel))
+            .or_insert_with(|| Stream::new(now, limits.ttl));
+        stream.trim(now, limits);
+        let position = stream.position();
+        let Some(since) = since else {
+            return Ok(HistoryRead {
+                position,
+                events: Vec::new(),
+                complete: true,
+            });
+        };
+        let oldest = stream.events.front().map_or(stream.offset + 1, |e| e.0);
+        let complete = since <= stream.offset && since + 1 >= oldest;
+        let events = stream
+            .events
+            .iter()
+            .filter(|e| e.0 > since)
+            .take(limit)
+            .map(|e| e.2.clone())
+            .collect();
+        Ok(HistoryRead {
+            position,
+            events,
+            complete,
+        })
     }
 
     async fn control(&self, app_id: &str, control: Control) -> BrokerResult<()> {
@@ -587,7 +783,7 @@ impl Broker for MemoryBroker {
 /// so other crates can run it):
 ///
 /// ```
-/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// duplex_hub::broker::conformance::run_all(duplex_hub::broker::MemoryBroker::new).await;
 /// # });
 /// ```
@@ -844,6 +1040,101 @@ pub mod conformance {
         assert_eq!(b.cache_get("a", "cache-d").await, Ok(None));
     }
 
+    fn limits(size: usize) -> HistoryLimits {
+        HistoryLimits {
+            size,
+            ttl: Duration::from_secs(60),
+        }
+    }
+
+    /// Conformance check `history_positions_follow_delivery_order`.
+    pub async fn history_positions_follow_delivery_order(b: &dyn Broker) {
+        let s1 = Arc::new(RecordingSink::default());
+        let n1 = b.attach(Arc::downgrade(&s1) as Weak<dyn NodeSink>);
+        b.subscribe_node(n1, "app", "chat-1").await.expect("ok");
+        let start = b
+            .history("app", "chat-1", None, 0, limits(5))
+            .await
+            .expect("ok");
+        assert_eq!(start.position.offset, 0, "a new stream starts at 0");
+        let mut last = None;
+        for i in 0..8 {
+            let p = b
+                .publish_with_history(
+                    "app",
+                    "chat-1",
+                    Bytes::from(format!(r#"{{"event":"e","data":"{i}"}}"#)),
+                    None,
+                    limits(5),
+                )
+                .await
+                .expect("ok");
+            assert_eq!(p.epoch, start.position.epoch, "same stream");
+            assert_eq!(p.offset, i + 1);
+            last = Some(p);
+        }
+        eventually("8 events", || payloads(&s1).len() >= 8).await;
+        let got = payloads(&s1);
+        for (i, e) in got.iter().enumerate() {
+            assert_eq!(
+                protocol::position_offset(e),
+                Some(i as u64 + 1),
+                "delivered in offset order"
+            );
+            let v: serde_json::Value = serde_json::from_slice(e).expect("JSON");
+            assert_eq!(v["position"]["epoch"], start.position.epoch.as_str());
+            assert_eq!(v["data"], i.to_string());
+        }
+        // Kept: the last 5 (offsets 4..=8).
+        let read = b
+            .history("app", "chat-1", Some(5), 100, limits(5))
+            .await
+            .expect("ok");
+        assert_eq!(Some(read.position.clone()), last);
+        assert!(read.complete);
+        assert_eq!(read.events, got[5..].to_vec());
+        let read = b
+            .history("app", "chat-1", Some(3), 100, limits(5))
+            .await
+            .expect("ok");
+        assert!(read.complete, "offset 3 is just before the oldest kept (4)");
+        assert_eq!(read.events.len(), 5);
+        let read = b
+            .history("app", "chat-1", Some(2), 100, limits(5))
+            .await
+            .expect("ok");
+        assert!(!read.complete, "offset 3 was trimmed: a gap");
+        let read = b
+            .history("app", "chat-1", Some(9), 100, limits(5))
+            .await
+            .expect("ok");
+        assert!(!read.complete, "ahead of the stream");
+        let read = b
+            .history("app", "chat-1", Some(4), 2, limits(5))
+            .await
+            .expect("ok");
+        assert_eq!(read.events, got[4..6].to_vec(), "limit");
+    }
+
+    /// Conformance check `history_expires_into_a_new_epoch`.
+    pub async fn history_expires_into_a_new_epoch(b: &dyn Broker) {
+        let short = HistoryLimits {
+            size: 10,
+            ttl: Duration::from_millis(300),
+        };
+        let p1 = b
+            .publish_with_history("app", "chat-2", Bytes::from_static(b"{}"), None, short)
+            .await
+            .expect("ok");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let read = b
+            .history("app", "chat-2", Some(p1.offset), 10, short)
+            .await
+            .expect("ok");
+        assert_ne!(read.position.epoch, p1.epoch, "a new stream, a new epoch");
+        assert_eq!(read.position.offset, 0);
+    }
+
     /// Runs every check, each on a fresh broker from `make`.
     pub async fn run_all<B: Broker, F: Fn() -> B>(make: F) {
         publish_reaches_only_nodes_subscribed_to_the_channel(&make()).await;
@@ -854,6 +1145,8 @@ pub mod conformance {
         presence_counts_one_member_per_user_across_sockets(&make()).await;
         user_sockets_and_connection_counts(&make()).await;
         cache_keeps_last_event_until_ttl(&make()).await;
+        history_positions_follow_delivery_order(&make()).await;
+        history_expires_into_a_new_epoch(&make()).await;
     }
 }
 

@@ -68,6 +68,70 @@ pub struct App {
     pub max_batch_size: usize,
     /// Webhook endpoints.
     pub webhooks: Vec<Webhook>,
+    /// Channel history and recovery, for the channels it names (off without it).
+    pub history: Option<History>,
+}
+
+/// Which channels keep a history, and how much: `history = { channels = ["chat-*"], size =
+/// 1000, ttl = 600 }`. Events on those channels carry a `position`; a client that reconnects
+/// can `recover` what it missed from it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct History {
+    /// Channel names, `*` matching any run of characters (`chat-*`, `presence-game-*`, `*`).
+    pub channels: Vec<String>,
+    /// Events kept per channel (the oldest go first).
+    #[serde(default = "History::default_size")]
+    pub size: usize,
+    /// Seconds an event is kept; a channel with no event for that long starts a new stream
+    /// (a new epoch).
+    #[serde(default = "History::default_ttl")]
+    pub ttl: u64,
+}
+
+/// Most events [`History::size`] may keep per channel.
+pub const MAX_HISTORY_SIZE: usize = 100_000;
+
+impl History {
+    fn default_size() -> usize {
+        1000
+    }
+
+    fn default_ttl() -> u64 {
+        600
+    }
+
+    /// Whether `channel` matches one of the patterns.
+    pub fn covers(&self, channel: &str) -> bool {
+        self.channels.iter().any(|p| glob_match(p, channel))
+    }
+}
+
+/// `*` matches any run of characters (none included); everything else matches itself.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let tail: Vec<&str> = parts.collect();
+    let Some((last, middle)) = tail.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+impl App {
+    /// The history limits of `channel`, if this app keeps a history for it.
+    pub fn history_for(&self, channel: &str) -> Option<&History> {
+        self.history.as_ref().filter(|h| h.covers(channel))
+    }
 }
 
 impl Default for App {
@@ -87,6 +151,7 @@ impl Default for App {
             max_event_channels: 100,
             max_batch_size: 10,
             webhooks: Vec::new(),
+            history: None,
         }
     }
 }
@@ -383,6 +448,23 @@ impl HubConfig {
                     "must be at least 1 (disable client events with enable_client_events = false)",
                 ));
             }
+            if let Some(h) = &app.history {
+                if h.channels.is_empty() || h.channels.iter().any(|p| p.is_empty()) {
+                    return Err(invalid(
+                        k("history.channels"),
+                        "name at least one channel pattern (e.g. \"chat-*\")",
+                    ));
+                }
+                if h.size == 0 || h.size > MAX_HISTORY_SIZE {
+                    return Err(invalid(
+                        k("history.size"),
+                        format!("must be between 1 and {MAX_HISTORY_SIZE}"),
+                    ));
+                }
+                if h.ttl == 0 {
+                    return Err(invalid(k("history.ttl"), "must be at least 1 second"));
+                }
+            }
             for (j, hook) in app.webhooks.iter().enumerate() {
                 if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
                     return Err(invalid(
@@ -411,6 +493,52 @@ fn parse_bool(v: &str) -> Option<bool> {
         "true" | "1" | "yes" | "on" => Some(true),
         "false" | "0" | "no" | "off" => Some(false),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_with_stars() {
+        assert!(glob_match("chat-*", "chat-"));
+        assert!(glob_match("chat-*", "chat-room"));
+        assert!(!glob_match("chat-*", "private-chat-room"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("presence-*-game", "presence-x-game"));
+        assert!(!glob_match("presence-*-game", "presence-x-games"));
+        assert!(glob_match("a*b*c", "aXbYc"));
+        assert!(!glob_match("a*b*c", "aXc"));
+        assert!(glob_match("news", "news"));
+        assert!(!glob_match("news", "news2"));
+    }
+
+    #[test]
+    fn history_is_read_from_toml_and_validated() {
+        let c = HubConfig::from_toml(
+            r#"
+            [[apps]]
+            id = "1"
+            key = "k"
+            secret = "s"
+            history = { channels = ["chat-*", "presence-game-*"], size = 50, ttl = 60 }
+            "#,
+        )
+        .unwrap();
+        let app = &c.apps[0];
+        assert_eq!(
+            app.history_for("chat-1").map(|h| (h.size, h.ttl)),
+            Some((50, 60))
+        );
+        assert!(app.history_for("news").is_none());
+        c.validate().unwrap();
+        let bad = HubConfig::from_toml(
+            "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\nhistory = { channels = [\"x\"], size = 0 }\n",
+        )
+        .unwrap();
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("apps[0].history.size"), "{e}");
     }
 }
 

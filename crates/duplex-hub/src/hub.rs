@@ -794,13 +794,51 @@ impl Hub {
                 .await?;
         }
         let start = Instant::now();
-        broker
-            .publish(&app.id, channel, payload, except.cloned())
+        self.publish_payload(app, channel, payload, except.cloned())
             .await?;
         let m = &self.inner.metrics;
         m.delivery_latency.observe(start.elapsed());
         m.events_published_total.fetch_add(1, Relaxed);
         Ok(())
+    }
+
+    /// Publishes a serialized event: appended to the channel's history first when the app
+    /// keeps one for it (then the event carries its `position`).
+    async fn publish_payload(
+        &self,
+        app: &App,
+        channel: &str,
+        payload: Bytes,
+        except: Option<SocketId>,
+    ) -> Result<(), BrokerError> {
+        let broker = &self.inner.broker;
+        match app.history_for(channel) {
+            Some(h) => broker
+                .publish_with_history(&app.id, channel, payload, except, h.into())
+                .await
+                .map(|_| ()),
+            None => broker.publish(&app.id, channel, payload, except).await,
+        }
+    }
+
+    /// The channel's history (position, and events after `since`), for the REST API; `None`
+    /// when the app keeps no history for it.
+    pub async fn history(
+        &self,
+        app: &App,
+        channel: &str,
+        since: u64,
+        limit: usize,
+    ) -> Result<Option<crate::broker::HistoryRead>, HubError> {
+        let Some(h) = app.history_for(channel) else {
+            return Ok(None);
+        };
+        Ok(Some(
+            self.inner
+                .broker
+                .history(&app.id, channel, Some(since), limit, h.into())
+                .await?,
+        ))
     }
 
     /// Asks every connection on this node to close with `code` and `reason` (each writer
@@ -985,6 +1023,15 @@ impl Hub {
                 conn.user_id.clone(),
             )
         };
+        let recover = match &s.recover {
+            None => None,
+            Some(Ok(p)) => Some(p.clone()),
+            Some(Err(why)) => {
+                let refusal = SubscribeRefusal::invalid(format!("Invalid recover: {why}"));
+                self.refuse_subscription(sub, &s.channel, &refusal);
+                return Ok(());
+            }
+        };
         let member = match self.check_subscribe(socket, app, &s, signed_in_as.as_deref()) {
             Ok(m) => m,
             Err(refusal) => {
@@ -997,7 +1044,7 @@ impl Hub {
         if already {
             // Idempotent: confirm again without counting twice.
             return self
-                .confirm_subscription(app, sub, channel, member.is_some(), None)
+                .confirm_subscription(app, sub, channel, member.is_some(), None, None)
                 .await;
         }
         if count >= app.max_channels_per_connection {
@@ -1071,6 +1118,7 @@ impl Hub {
                 member.as_ref(),
                 first_local,
                 &held,
+                recover.as_ref(),
                 &mut counted,
             )
             .await;
@@ -1115,6 +1163,7 @@ impl Hub {
         member: Option<&protocol::PresenceMember>,
         first_local: bool,
         held: &Arc<Mutex<Held>>,
+        recover: Option<&protocol::Position>,
         counted: &mut bool,
     ) -> Result<(), HubError> {
         let broker = &self.inner.broker;
@@ -1152,7 +1201,7 @@ impl Hub {
                 );
             }
         }
-        self.confirm_subscription(app, sub, channel, member.is_some(), Some(held))
+        self.confirm_subscription(app, sub, channel, member.is_some(), Some(held), recover)
             .await?;
         self.release(socket, app, channel, held);
         Ok(())
@@ -1177,8 +1226,10 @@ impl Hub {
         }
     }
 
-    /// Sends `subscription_succeeded` (with members for presence) and, on cache channels, the
-    /// cached event or `pusher:cache_miss`.
+    /// Sends `subscription_succeeded` (with members for presence; with the position on
+    /// history channels, and whether `recover` succeeded), then on history channels the
+    /// recovered events, then on cache channels the cached event or `pusher:cache_miss`, then
+    /// whatever `held` kept meanwhile (without what the recovery already replayed).
     async fn confirm_subscription(
         &self,
         app: &App,
@@ -1186,21 +1237,58 @@ impl Hub {
         channel: &str,
         presence: bool,
         held: Option<&Arc<Mutex<Held>>>,
+        recover: Option<&protocol::Position>,
     ) -> Result<(), HubError> {
         let broker = &self.inner.broker;
         let local = &self.inner.local;
+        let members = if presence {
+            Some(broker.presence_members(&app.id, channel).await?)
+        } else {
+            None
+        };
         let mut first = Vec::with_capacity(2);
-        if presence {
-            let members = broker.presence_members(&app.id, channel).await?;
-            first.push(
-                ServerMessage::PresenceSubscriptionSucceeded {
+        let mut replayed_upto = None;
+        match (app.history_for(channel), recover) {
+            (Some(h), _) => {
+                let read = broker
+                    .history(
+                        &app.id,
+                        channel,
+                        recover.map(|r| r.offset),
+                        h.size,
+                        h.into(),
+                    )
+                    .await?;
+                let recovered = recover.map(|r| read.complete && r.epoch == read.position.epoch);
+                first.push(
+                    ServerMessage::HistorySubscriptionSucceeded {
+                        channel,
+                        members: members.as_deref(),
+                        position: Some(&read.position),
+                        recovered,
+                    }
+                    .to_bytes(),
+                );
+                if recovered == Some(true) {
+                    first.extend(read.events);
+                    replayed_upto = Some(read.position.offset);
+                }
+            }
+            (None, Some(_)) => first.push(
+                ServerMessage::HistorySubscriptionSucceeded {
                     channel,
-                    members: &members,
+                    members: members.as_deref(),
+                    position: None,
+                    recovered: Some(false),
                 }
                 .to_bytes(),
-            );
-        } else {
-            first.push(ServerMessage::SubscriptionSucceeded { channel }.to_bytes());
+            ),
+            (None, None) => first.push(match &members {
+                Some(members) => {
+                    ServerMessage::PresenceSubscriptionSucceeded { channel, members }.to_bytes()
+                }
+                None => ServerMessage::SubscriptionSucceeded { channel }.to_bytes(),
+            }),
         }
         if channel::is_cache(channel) {
             match broker.cache_get(&app.id, channel).await? {
@@ -1224,7 +1312,13 @@ impl Hub {
         }
         if let Some(h) = h.as_mut() {
             for payload in h.items.drain(..) {
-                local.send(sub, payload);
+                // Delivered live while the history was read: already replayed.
+                let replayed = replayed_upto.is_some_and(|upto| {
+                    protocol::position_offset(&payload).is_some_and(|o| o <= upto)
+                });
+                if !replayed {
+                    local.send(sub, payload);
+                }
             }
             h.released = true;
         }
@@ -1508,9 +1602,7 @@ impl Hub {
             user_id: user_id.as_deref(),
         }
         .to_bytes();
-        self.inner
-            .broker
-            .publish(&app.id, &e.channel, payload, Some(socket.clone()))
+        self.publish_payload(app, &e.channel, payload, Some(socket.clone()))
             .await?;
         self.inner
             .metrics

@@ -113,6 +113,75 @@ pub struct Subscribe {
     pub auth: Option<String>,
     /// Presence only: the JSON string that was signed, `{"user_id":..,"user_info":..}`.
     pub channel_data: Option<String>,
+    /// `recover`: the position the client last saw on this history channel; `Err` says what
+    /// is wrong with it (the subscription is then refused, the connection stays).
+    pub recover: Option<Result<Position, String>>,
+}
+
+/// Where a history channel's stream stands: its epoch (a new one whenever the stream restarts
+/// without its past) and the offset of its last event (+1 per event).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Position {
+    /// Opaque id of the stream's life.
+    pub epoch: String,
+    /// Offset of the last event (0 before the first).
+    pub offset: u64,
+}
+
+/// Longest `recover.epoch` accepted.
+pub const MAX_EPOCH_LEN: usize = 64;
+/// Largest `recover.offset` accepted: JavaScript's largest safe integer.
+pub const MAX_OFFSET: u64 = (1 << 53) - 1;
+
+fn parse_recover(v: &serde_json::Value) -> Result<Position, String> {
+    let obj = v
+        .as_object()
+        .ok_or("recover must be an object {\"epoch\": string, \"offset\": integer}")?;
+    let epoch = match obj.get("epoch") {
+        Some(serde_json::Value::String(e)) if !e.is_empty() && e.len() <= MAX_EPOCH_LEN => {
+            e.clone()
+        }
+        Some(serde_json::Value::String(_)) => {
+            return Err(format!(
+                "recover.epoch must be 1 to {MAX_EPOCH_LEN} characters"
+            ))
+        }
+        _ => return Err("recover.epoch must be a string".into()),
+    };
+    let offset = match obj.get("offset") {
+        Some(serde_json::Value::Number(n)) => match n.as_u64() {
+            Some(o) if o <= MAX_OFFSET => o,
+            _ => {
+                return Err(format!(
+                    "recover.offset must be an integer from 0 to {MAX_OFFSET}"
+                ))
+            }
+        },
+        _ => return Err("recover.offset must be an integer".into()),
+    };
+    Ok(Position { epoch, offset })
+}
+
+/// `payload` (a JSON object) with `"position"` added as its last member: what a history
+/// channel's subscribers receive. The JSON is serialized once; this appends to its end.
+pub fn with_position(payload: &[u8], position: &Position) -> Bytes {
+    let body = payload.strip_suffix(b"}").unwrap_or(payload);
+    let mut out = Vec::with_capacity(body.len() + 64 + position.epoch.len());
+    out.extend_from_slice(body);
+    out.extend_from_slice(b",\"position\":");
+    out.extend_from_slice(to_json_string(position).as_bytes());
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+/// The offset of an event made by [`with_position`] (read from its end), if it has one.
+pub fn position_offset(payload: &[u8]) -> Option<u64> {
+    let body = payload.strip_suffix(b"}}")?;
+    let start = body.iter().rposition(|b| !b.is_ascii_digit())? + 1;
+    if !body[..start].ends_with(b"\"offset\":") {
+        return None;
+    }
+    std::str::from_utf8(&body[start..]).ok()?.parse().ok()
 }
 
 /// `pusher:signin` data.
@@ -271,6 +340,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
                 channel: string_field(&obj, E, "channel")?,
                 auth,
                 channel_data: json_string_field(&obj, "channel_data"),
+                recover: obj.get("recover").map(parse_recover),
             }))
         }
         "pusher:unsubscribe" => {
@@ -401,6 +471,19 @@ pub enum ServerMessage<'a> {
         channel: &'a str,
         /// One entry per user.
         members: &'a [PresenceMember],
+    },
+    /// `pusher_internal:subscription_succeeded` on a history channel: the data also holds
+    /// the channel's `position` and, when the client asked to `recover`, whether it was.
+    HistorySubscriptionSucceeded {
+        /// Channel name.
+        channel: &'a str,
+        /// Presence channels: one entry per user.
+        members: Option<&'a [PresenceMember]>,
+        /// The channel's position when the subscription was confirmed (`None` when the channel
+        /// keeps no history and the client asked to recover: `recovered` is then false).
+        position: Option<&'a Position>,
+        /// `Some` when the client sent `recover`.
+        recovered: Option<bool>,
     },
     /// `pusher_internal:member_added`, data `{"user_id","user_info"}` as a string.
     MemberAdded {
@@ -554,6 +637,38 @@ impl ServerMessage<'_> {
                     Some(inner),
                 )
             }
+            ServerMessage::HistorySubscriptionSucceeded {
+                channel,
+                members,
+                position,
+                recovered,
+            } => {
+                #[derive(Serialize)]
+                struct D<'a> {
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    presence: Option<serde_json::Value>,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    position: Option<&'a Position>,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    recovered: Option<bool>,
+                }
+                let presence = members.map(|m| {
+                    serde_json::to_value(PresenceData(m))
+                        .ok()
+                        .and_then(|mut v| v.get_mut("presence").map(serde_json::Value::take))
+                        .unwrap_or_default()
+                });
+                let inner = to_json_string(&D {
+                    presence,
+                    position,
+                    recovered,
+                });
+                envelope(
+                    "pusher_internal:subscription_succeeded",
+                    Some(channel),
+                    Some(inner),
+                )
+            }
             ServerMessage::MemberAdded { channel, member } => {
                 #[derive(Serialize)]
                 struct D<'a> {
@@ -658,7 +773,8 @@ mod tests {
             Ok(ClientMessage::Subscribe(Subscribe {
                 channel: "private-a".into(),
                 auth: Some("k:s".into()),
-                channel_data: None
+                channel_data: None,
+                recover: None,
             }))
         );
     }
@@ -673,7 +789,8 @@ mod tests {
             Ok(ClientMessage::Subscribe(Subscribe {
                 channel: "news".into(),
                 auth: None,
-                channel_data: Some(r#"{"user_id":1}"#.into())
+                channel_data: Some(r#"{"user_id":1}"#.into()),
+                recover: None,
             }))
         );
     }
@@ -900,6 +1017,92 @@ mod tests {
         assert_eq!(
             v(&ServerMessage::Pong.to_json())["event"],
             json!("pusher:pong")
+        );
+    }
+
+    #[test]
+    fn recover_is_parsed_or_refused_with_a_reason() {
+        let sub = |data: &str| match parse_client_message(&format!(
+            r#"{{"event":"pusher:subscribe","data":{{"channel":"chat-1","recover":{data}}}}}"#
+        )) {
+            Ok(ClientMessage::Subscribe(s)) => s.recover.expect("recover present"),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            sub(r#"{"epoch":"e1","offset":7}"#),
+            Ok(Position {
+                epoch: "e1".into(),
+                offset: 7
+            })
+        );
+        for bad in [
+            r#"{"epoch":"e1","offset":-1}"#,
+            r#"{"epoch":"e1","offset":1.5}"#,
+            r#"{"epoch":"e1","offset":"7"}"#,
+            r#"{"epoch":"e1","offset":9007199254740992}"#,
+            r#"{"epoch":7,"offset":1}"#,
+            r#"{"epoch":"","offset":1}"#,
+            r#"{"offset":1}"#,
+            r#""e1:7""#,
+        ] {
+            assert!(sub(bad).is_err(), "{bad}");
+        }
+        let long = "x".repeat(10_000);
+        let e = sub(&format!(r#"{{"epoch":"{long}","offset":1}}"#)).unwrap_err();
+        assert!(e.contains("1 to 64"), "{e}");
+    }
+
+    #[test]
+    fn position_is_appended_to_the_event_and_read_back() {
+        let p = Position {
+            epoch: "ab12".into(),
+            offset: 42,
+        };
+        let e = ServerMessage::Event {
+            event: "msg",
+            channel: "chat-1",
+            data: Some("{}"),
+            user_id: None,
+        }
+        .to_bytes();
+        let with = with_position(&e, &p);
+        let v: serde_json::Value = serde_json::from_slice(&with).unwrap();
+        assert_eq!(v["position"], json!({"epoch":"ab12","offset":42}));
+        assert_eq!(v["event"], "msg");
+        assert_eq!(position_offset(&with), Some(42));
+        assert_eq!(position_offset(&e), None);
+    }
+
+    #[test]
+    fn history_subscription_succeeded_carries_position_and_recovered() {
+        let p = Position {
+            epoch: "e".into(),
+            offset: 3,
+        };
+        let s = ServerMessage::HistorySubscriptionSucceeded {
+            channel: "chat-1",
+            members: None,
+            position: Some(&p),
+            recovered: Some(true),
+        }
+        .to_json();
+        assert_eq!(
+            as_pusher_js(&s),
+            json!({"event":"pusher_internal:subscription_succeeded","channel":"chat-1",
+                   "data":{"position":{"epoch":"e","offset":3},"recovered":true}})
+        );
+        let members = [parse_channel_data(r#"{"user_id":"1"}"#).unwrap()];
+        let s = ServerMessage::HistorySubscriptionSucceeded {
+            channel: "presence-game-1",
+            members: Some(&members),
+            position: Some(&p),
+            recovered: None,
+        }
+        .to_json();
+        assert_eq!(
+            as_pusher_js(&s)["data"],
+            json!({"presence":{"ids":["1"],"hash":{"1":null},"count":1},
+                   "position":{"epoch":"e","offset":3}})
         );
     }
 

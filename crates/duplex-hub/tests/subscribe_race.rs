@@ -11,9 +11,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use duplex_hub::broker::{
-    Broker, BrokerResult, Control, MemoryBroker, NodeId, NodeSink, PresenceLeave,
+    Broker, BrokerResult, Control, HistoryLimits, HistoryRead, MemoryBroker, NodeId, NodeSink,
+    PresenceLeave,
 };
-use duplex_hub::protocol::PresenceMember;
+use duplex_hub::protocol::{Position, PresenceMember};
 use duplex_hub::socket_id::SocketId;
 use tokio::sync::oneshot;
 
@@ -31,6 +32,26 @@ impl Broker for SlowFirstMemberList {
     }
     async fn publish(&self, a: &str, c: &str, p: Bytes, e: Option<SocketId>) -> BrokerResult<()> {
         self.inner.publish(a, c, p, e).await
+    }
+    async fn publish_with_history(
+        &self,
+        a: &str,
+        c: &str,
+        p: Bytes,
+        e: Option<SocketId>,
+        l: HistoryLimits,
+    ) -> BrokerResult<Position> {
+        self.inner.publish_with_history(a, c, p, e, l).await
+    }
+    async fn history(
+        &self,
+        a: &str,
+        c: &str,
+        since: Option<u64>,
+        limit: usize,
+        l: HistoryLimits,
+    ) -> BrokerResult<HistoryRead> {
+        self.inner.history(a, c, since, limit, l).await
     }
     async fn control(&self, a: &str, c: Control) -> BrokerResult<()> {
         self.inner.control(a, c).await

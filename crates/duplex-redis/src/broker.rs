@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use duplex_hub::broker::{
-    Broker, BrokerError, BrokerResult, ClusterChange, Control, NodeId, NodeSink, PresenceLeave,
+    Broker, BrokerError, BrokerResult, ClusterChange, Control, HistoryLimits, HistoryRead, NodeId,
+    NodeSink, PresenceLeave,
 };
-use duplex_hub::protocol::{PresenceMember, ServerMessage};
+use duplex_hub::protocol::{Position, PresenceMember, ServerMessage};
 use duplex_hub::socket_id::SocketId;
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSub, PubSubSink};
@@ -48,6 +49,12 @@ impl Keys {
     }
     fn events(&self, app: &str, channel: &str) -> String {
         self.app(app, &format!("ev:{channel}"))
+    }
+    fn history(&self, app: &str, channel: &str) -> (String, String) {
+        (
+            self.app(app, &format!("history:{channel}")),
+            self.app(app, &format!("history-meta:{channel}")),
+        )
     }
     fn control(&self) -> String {
         format!("{}:control", self.prefix)
@@ -850,6 +857,75 @@ impl Broker for RedisBroker {
         self.shared
             .publish_raw(app_id, channel, &payload, except.as_ref())
             .await
+    }
+
+    async fn publish_with_history(
+        &self,
+        app_id: &str,
+        channel: &str,
+        payload: Bytes,
+        except: Option<SocketId>,
+        limits: HistoryLimits,
+    ) -> BrokerResult<Position> {
+        let s = &self.shared;
+        if !s.ready.load(Relaxed) {
+            return Err(s.unavailable());
+        }
+        let (stream, meta) = s.keys.history(app_id, channel);
+        let mut c = s.conn()?;
+        let (epoch, offset): (String, u64) = s
+            .call(
+                s.scripts
+                    .publish_history
+                    .key(stream)
+                    .key(meta)
+                    .arg(payload.as_ref())
+                    .arg(limits.ttl.as_millis().max(1) as u64)
+                    .arg(limits.size)
+                    .arg(format!("{:016x}", rand::random::<u64>()))
+                    .arg(s.keys.events(app_id, channel))
+                    .arg(frame(except.as_ref(), b""))
+                    .invoke_async(&mut c),
+            )
+            .await?;
+        Ok(Position { epoch, offset })
+    }
+
+    async fn history(
+        &self,
+        app_id: &str,
+        channel: &str,
+        since: Option<u64>,
+        limit: usize,
+        limits: HistoryLimits,
+    ) -> BrokerResult<HistoryRead> {
+        let s = &self.shared;
+        let (stream, meta) = s.keys.history(app_id, channel);
+        let mut c = s.conn()?;
+        let out: Vec<Vec<u8>> = s
+            .call(
+                s.scripts
+                    .read_history
+                    .key(stream)
+                    .key(meta)
+                    .arg(since.map(|n| n.to_string()).unwrap_or_default())
+                    .arg(limit)
+                    .arg(format!("{:016x}", rand::random::<u64>()))
+                    .arg(limits.ttl.as_millis().max(1) as u64)
+                    .invoke_async(&mut c),
+            )
+            .await?;
+        let mut it = out.into_iter();
+        let text =
+            |v: Option<Vec<u8>>| String::from_utf8(v.unwrap_or_default()).unwrap_or_default();
+        let epoch = text(it.next());
+        let offset = text(it.next()).parse().unwrap_or(0);
+        let complete = text(it.next()) == "1";
+        Ok(HistoryRead {
+            position: Position { epoch, offset },
+            events: it.map(Bytes::from).collect(),
+            complete,
+        })
     }
 
     async fn control(&self, app_id: &str, control: Control) -> BrokerResult<()> {

@@ -191,6 +191,67 @@ redis.call("ZREM", KEYS[1], id)
 return out
 "#;
 
+/// Appends an event to a channel's history and publishes it, in one step, so offset order is
+/// delivery order on every node. `KEYS[1]` the stream, `KEYS[2]` its meta hash (epoch,
+/// offset); `ARGV`: the event JSON, ttl ms, size, a candidate epoch (used when the stream has
+/// none: new, expired or lost), the pub/sub channel, the excluded-socket header. The event gets
+/// `"position"` appended as its last member. Returns `{epoch, offset}`.
+const PUBLISH_HISTORY: &str = r#"
+local epoch = redis.call("HGET", KEYS[2], "epoch")
+if not epoch then
+  epoch = ARGV[4]
+  redis.call("DEL", KEYS[1])
+  redis.call("HSET", KEYS[2], "epoch", epoch, "offset", 0)
+end
+local offset = redis.call("HINCRBY", KEYS[2], "offset", 1)
+local body = string.sub(ARGV[1], 1, -2) .. ',"position":{"epoch":"' .. epoch
+  .. '","offset":' .. offset .. '}}'
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call("XADD", KEYS[1], "MAXLEN", ARGV[3], "*", "o", offset, "e", body)
+redis.call("XTRIM", KEYS[1], "MINID", tostring(now - tonumber(ARGV[2])))
+redis.call("PEXPIRE", KEYS[1], ARGV[2])
+redis.call("PEXPIRE", KEYS[2], ARGV[2])
+redis.call("PUBLISH", ARGV[5], ARGV[6] .. body)
+return {epoch, offset}
+"#;
+
+/// Reads a channel's position and the kept events after an offset. `KEYS` as for
+/// [`PUBLISH_HISTORY`]; `ARGV`: since (empty: position only), limit, candidate epoch, ttl ms.
+/// Returns `{epoch, offset, complete (1/0), events oldest first...}` as strings; `complete`
+/// is 0 when some event after `since` is no longer kept, or `since` is ahead.
+const READ_HISTORY: &str = r#"
+local epoch = redis.call("HGET", KEYS[2], "epoch")
+if not epoch then
+  epoch = ARGV[3]
+  redis.call("DEL", KEYS[1])
+  redis.call("HSET", KEYS[2], "epoch", epoch, "offset", 0)
+  redis.call("PEXPIRE", KEYS[2], ARGV[4])
+end
+local offset = tonumber(redis.call("HGET", KEYS[2], "offset"))
+if ARGV[1] == "" then return {epoch, tostring(offset), "1"} end
+local since = tonumber(ARGV[1])
+if since > offset then return {epoch, tostring(offset), "0"} end
+local want = offset - since
+if want == 0 then return {epoch, tostring(offset), "1"} end
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call("XTRIM", KEYS[1], "MINID", tostring(now - tonumber(ARGV[4])))
+local entries = redis.call("XREVRANGE", KEYS[1], "+", "-", "COUNT", want)
+local complete = "1"
+if #entries < want then complete = "0" end
+local out = {epoch, tostring(offset), complete}
+local limit = tonumber(ARGV[2])
+for i = #entries, 1, -1 do
+  if #out - 3 >= limit then break end
+  local fields = entries[i][2]
+  for j = 1, #fields, 2 do
+    if fields[j] == "e" then table.insert(out, fields[j + 1]) end
+  end
+end
+return out
+"#;
+
 /// The scripts, loaded once (invoked by SHA, sent in full only when Redis lost them).
 pub struct Scripts {
     /// See [`APPLY`].
@@ -201,6 +262,10 @@ pub struct Scripts {
     pub reap: Script,
     /// See [`CONFIRM`].
     pub confirm: Script,
+    /// See [`PUBLISH_HISTORY`].
+    pub publish_history: Script,
+    /// See [`READ_HISTORY`].
+    pub read_history: Script,
 }
 
 impl Default for Scripts {
@@ -217,6 +282,8 @@ impl Scripts {
             heartbeat: Script::new(HEARTBEAT),
             reap: Script::new(&format!("{HELPERS}\n{REAP}")),
             confirm: Script::new(CONFIRM),
+            publish_history: Script::new(PUBLISH_HISTORY),
+            read_history: Script::new(READ_HISTORY),
         }
     }
 }
