@@ -15,6 +15,7 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import fs from "node:fs";
+import os from "node:os";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
@@ -60,7 +61,14 @@ function readBody(req) {
 }
 
 before(async () => {
-  server = spawn(bin, ["serve", "--host", "127.0.0.1", "--port", "0", "--enable-client-events"], {
+  // Every channel keeps a history (events carry `position`): Laravel Echo must not notice.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "duplex-echo-"));
+  fs.writeFileSync(
+    path.join(dir, "duplex.toml"),
+    `[[apps]]\nid = "${APP_ID}"\nkey = "${KEY}"\nsecret = "${SECRET}"\nenable_client_events = true\n` +
+      `history = { channels = ["*"], size = 100, ttl = 600 }\n`,
+  );
+  server = spawn(bin, ["serve", "--host", "127.0.0.1", "--port", "0", "--config", path.join(dir, "duplex.toml")], {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, DUPLEX_LOG: process.env.DUPLEX_LOG || "warn" },
   });

@@ -87,8 +87,21 @@ secret = "drain-secret"
 `;
 let limits, limitsDir;
 
+const HISTORY_EVERYWHERE_TOML = `
+[[apps]]
+id = "${APP_ID}"
+key = "${KEY}"
+secret = "${SECRET}"
+enable_client_events = true
+history = { channels = ["*"], size = 100, ttl = 600 }
+`;
+
 before(async () => {
-  const main = await startServer(["--enable-client-events"]);
+  // Every channel of the main app keeps a history: events then carry a top-level
+  // `position` and confirmations a `position` in their data, which pusher-js must ignore.
+  const mainDir = fs.mkdtempSync(path.join(os.tmpdir(), "duplex-pusher-main-"));
+  fs.writeFileSync(path.join(mainDir, "duplex.toml"), HISTORY_EVERYWHERE_TOML);
+  const main = await startServer(["--config", path.join(mainDir, "duplex.toml")]);
   [server, host, port] = [main.child, main.host, main.port];
   limitsDir = fs.mkdtempSync(path.join(os.tmpdir(), "duplex-pusher-limits-"));
   fs.writeFileSync(path.join(limitsDir, "duplex.toml"), LIMITS_TOML);
