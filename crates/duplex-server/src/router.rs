@@ -9,6 +9,7 @@
 //! | `GET /health` | 200 while the process serves |
 //! | `GET /ready` | 200 while accepting connections; 503 while draining or while the cluster's Redis is unreachable |
 //! | `GET /`, `/app.js`, `/style.css` | the demo chat (embedded) |
+//! | `GET /js/duplex-recovery.js` | the pusher-js add-on for channel history recovery (always served) |
 //! | `POST /demo/auth` | **demo only**: signs any channel for the first app |
 //! | anything else | 404; a WebSocket upgrade gets `pusher:error` + close 4005 |
 
@@ -39,6 +40,7 @@ pub const MAX_API_BODY: usize = 100 * 1024;
 const INDEX_HTML: &str = include_str!("../../../web/index.html");
 const APP_JS: &str = include_str!("../../../web/app.js");
 const STYLE_CSS: &str = include_str!("../../../web/style.css");
+const RECOVERY_JS: &str = include_str!("../../../web/js/duplex-recovery.js");
 
 /// Builds the router over `state`.
 pub fn router(state: Arc<State>) -> Router {
@@ -55,6 +57,10 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
+        .route(
+            "/js/duplex-recovery.js",
+            get(|| async { asset("text/javascript; charset=utf-8", RECOVERY_JS) }),
+        )
         .fallback(not_found);
     if state.demo {
         r = r
