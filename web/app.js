@@ -1,12 +1,17 @@
 // duplex serve demo chat: a small Pusher protocol 7 client (our own code, no library).
 // Presence channel "presence-chat-<room>" for the member list, client events for messages
 // and typing notices. Subscriptions are signed by the server's demo-only /demo/auth.
+// /js/duplex-recovery.js (DuplexRecovery) is attached to the client: when the app keeps a
+// history for "presence-chat-*", messages missed while offline are replayed on reconnection.
+// For it, PusherLite offers what the add-on needs of a client that is not pusher-js:
+// send_event(event, data, channel), channel(name).emit(event, data) and onFrame(fn).
 "use strict";
 
 class PusherLite {
   constructor(key, { onState, onError } = {}) {
     this.key = key;
-    this.channels = new Map(); // name -> { handlers: Map(event -> [fn]), auth params }
+    this.channels = new Map(); // name -> { handlers: Map(event -> [fn]), auth params, api }
+    this.frameListeners = []; // fn(text) for every frame received, after it is handled
     this.onState = onState || (() => {});
     this.onError = onError || (() => {});
     this.socketId = null;
@@ -21,11 +26,14 @@ class PusherLite {
     this.onState("connecting");
     const ws = new WebSocket(url);
     this.ws = ws;
-    ws.onmessage = (e) => this.receive(e.data);
+    ws.onmessage = (e) => {
+      this.receive(e.data);
+      for (const fn of this.frameListeners.slice()) fn(e.data);
+    };
     ws.onclose = (e) => this.closed(e.code, e.reason);
   }
 
-  send(event, data, channel) {
+  send_event(event, data, channel) {
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
     const msg = { event, data };
     if (channel) msg.channel = channel;
@@ -38,7 +46,7 @@ class PusherLite {
     clearTimeout(this.idleTimer);
     clearTimeout(this.pongTimer);
     this.idleTimer = setTimeout(() => {
-      this.send("pusher:ping", {});
+      this.send_event("pusher:ping", {});
       this.pongTimer = setTimeout(() => this.ws.close(), 30000);
     }, this.activityTimeout * 1000);
   }
@@ -60,7 +68,7 @@ class PusherLite {
         for (const name of this.channels.keys()) this.subscribeNow(name);
         return;
       case "pusher:ping":
-        this.send("pusher:pong", {});
+        this.send_event("pusher:pong", {});
         return;
       case "pusher:pong":
         return;
@@ -69,9 +77,18 @@ class PusherLite {
         return;
     }
     const ch = msg.channel && this.channels.get(msg.channel);
-    if (!ch) return;
-    const meta = { user_id: msg.user_id };
-    for (const fn of ch.handlers.get(msg.event) || []) fn(data, meta);
+    if (ch) ch.api.emit(msg.event, data, { user_id: msg.user_id });
+  }
+
+  // Calls fn(text) with every frame received; returns a function that stops it.
+  onFrame(fn) {
+    this.frameListeners.push(fn);
+    return () => { this.frameListeners = this.frameListeners.filter((f) => f !== fn); };
+  }
+
+  channel(name) {
+    const ch = this.channels.get(name);
+    return ch ? ch.api : undefined;
   }
 
   closed(code, reason) {
@@ -88,15 +105,19 @@ class PusherLite {
 
   subscribe(name, authParams) {
     const ch = { handlers: new Map(), authParams };
-    this.channels.set(name, ch);
-    if (this.socketId) this.subscribeNow(name);
-    return {
+    ch.api = {
       bind: (event, fn) => {
         if (!ch.handlers.has(event)) ch.handlers.set(event, []);
         ch.handlers.get(event).push(fn);
       },
-      trigger: (event, data) => this.send(event, data, name),
+      emit: (event, data, meta = {}) => {
+        for (const fn of ch.handlers.get(event) || []) fn(data, meta);
+      },
+      trigger: (event, data) => this.send_event(event, data, name),
     };
+    this.channels.set(name, ch);
+    if (this.socketId) this.subscribeNow(name);
+    return ch.api;
   }
 
   async subscribeNow(name) {
@@ -110,7 +131,7 @@ class PusherLite {
       data.auth = auth.auth;
       if (auth.channel_data) data.channel_data = auth.channel_data;
     }
-    this.send("pusher:subscribe", data);
+    this.send_event("pusher:subscribe", data);
   }
 
   disconnect() {
@@ -126,6 +147,7 @@ const members = new Map(); // user_id -> name
 let me = null;
 let channel = null;
 let clientEvents = false;
+const mine = new Set(); // ids of the messages this page sent
 
 function line(html, cls) {
   const li = document.createElement("li");
@@ -157,7 +179,19 @@ async function join(name, room) {
     onState: (s) => { $("status").textContent = `Connection: ${s}.`; },
     onError: (e) => system(`error ${e.code ?? ""}: ${e.message}`),
   });
+  if (window.DuplexRecovery) window.DuplexRecovery.attach(pusher);
   channel = pusher.subscribe(`presence-chat-${room}`, { user_name: name });
+  // Only after a reconnection, and only when the app keeps a history for this channel.
+  channel.bind("duplex:recovered", () => {
+    $("notice").hidden = true;
+    system("reconnected: messages sent meanwhile follow");
+  });
+  channel.bind("duplex:recovery_failed", () => {
+    $("notice").textContent = "Missed messages could not be recovered (offline too long, or "
+      + "the server restarted): the chat below may have gaps.";
+    $("notice").hidden = false;
+    system("reconnected: missed messages could not be recovered");
+  });
   channel.bind("pusher_internal:subscription_succeeded", (data) => {
     me = pusher.socketId; // /demo/auth uses the socket id as the user id
     members.clear();
@@ -178,7 +212,12 @@ async function join(name, room) {
     renderMembers();
     system(`${who} left`);
   });
-  channel.bind("client-message", (data, meta) => said(members.get(meta.user_id) || "?", String(data.text)));
+  channel.bind("client-message", (data, meta) => {
+    // A recovery after our own reconnection may replay what we sent: shown once.
+    if (data.id && mine.has(data.id)) return;
+    // A replayed message's sender may have left (or reconnected under a new id) since.
+    said(members.get(meta.user_id) || (data.name ? String(data.name) : "?"), String(data.text));
+  });
   let typingTimer;
   channel.bind("client-typing", (data, meta) => {
     $("typing").textContent = `${members.get(meta.user_id) || "someone"} is typing…`;
@@ -207,6 +246,10 @@ $("say").addEventListener("submit", (e) => {
   e.preventDefault();
   const text = $("text").value.trim();
   if (!text || !channel) return;
-  if (channel.trigger("client-message", { text })) said(members.get(me) || "me", text);
+  const id = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+  if (channel.trigger("client-message", { text, id, name: members.get(me) })) {
+    mine.add(id);
+    said(members.get(me) || "me", text);
+  }
   $("text").value = "";
 });
