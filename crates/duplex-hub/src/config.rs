@@ -227,7 +227,15 @@ impl Default for HubConfig {
             webhook_batch_size: 50,
             webhook_endpoint_queue: 1000,
             webhook_vacate_delay_ms: 3000,
-            apps: vec![App::default()],
+            apps: vec![App {
+                // The demo chat's rooms: messages missed while offline are replayed.
+                history: Some(History {
+                    channels: vec!["presence-chat-*".into()],
+                    size: 100,
+                    ttl: 600,
+                }),
+                ..App::default()
+            }],
             redis_url: None,
             redis_prefix: "duplex".into(),
             redis_ca: None,
