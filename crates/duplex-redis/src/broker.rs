@@ -226,26 +226,6 @@ impl RedisBroker {
     pub fn node_id(&self) -> &str {
         &self.shared.node_id
     }
-
-    /// Ids of the nodes whose lease is current, sorted.
-    pub async fn live_nodes(&self) -> BrokerResult<Vec<String>> {
-        let s = &self.shared;
-        let mut c = s.conn()?;
-        let now_ms: Vec<i64> = s.call(redis::cmd("TIME").query_async(&mut c)).await?;
-        let now = now_ms.first().copied().unwrap_or(0) * 1000
-            + now_ms.get(1).copied().unwrap_or(0) / 1000;
-        let mut ids: Vec<String> = s
-            .call(
-                redis::cmd("ZRANGEBYSCORE")
-                    .arg(s.keys.nodes())
-                    .arg(now)
-                    .arg("+inf")
-                    .query_async(&mut c),
-            )
-            .await?;
-        ids.sort();
-        Ok(ids)
-    }
 }
 
 type Transitions = Vec<(String, String)>;
