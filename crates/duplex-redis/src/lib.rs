@@ -26,7 +26,7 @@
 //! included: they get the event back from Redis too).
 //!
 //! **Failures.** Every call has a timeout. When the connection drops, the node is not ready
-//! ([`Broker::is_ready`]), calls fail fast, and a supervisor reconnects with capped exponential
+//! ([`Broker::is_ready`](duplex_hub::broker::Broker::is_ready)), calls fail fast, and a supervisor reconnects with capped exponential
 //! backoff (following a Sentinel failover). Once back, it re-subscribes and re-registers its
 //! share from [`mirror`] (its own record of what it holds): after Redis lost its data this
 //! rebuilds the cluster's state without any event; after this node was reaped while away, the

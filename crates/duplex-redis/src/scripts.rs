@@ -21,7 +21,7 @@
 use redis::Script;
 
 /// Shared Lua helpers: split a field, build the aggregate keys from a field.
-const HELPERS: &str = r#"
+pub const HELPERS: &str = r#"
 local SEP = "\31"
 local function split(s)
   local out = {}
@@ -101,7 +101,7 @@ end
 /// vacate delay, a leave (`v`, `r`) comes back as `v~`/`r~` (held: send its webhook only if
 /// [`CONFIRM`] says so after the delay) and a join that cancels a held leave as `o!`/`a!`
 /// (send nothing).
-const APPLY: &str = r#"
+pub const APPLY: &str = r#"
 local out = {}
 local delay = tonumber(ARGV[3])
 local i = 5
@@ -137,7 +137,7 @@ return out
 
 /// Confirms a held leave after the vacate delay: `KEYS[1]` its pending key, `ARGV[1]` the
 /// token it was held under. Returns 1 (send the webhook) unless a join took it away.
-const CONFIRM: &str = r#"
+pub const CONFIRM: &str = r#"
 if redis.call("GET", KEYS[1]) == ARGV[1] then
   redis.call("DEL", KEYS[1])
   return 1
@@ -149,7 +149,7 @@ return 0
 /// `KEYS[1]` nodes zset, `KEYS[2]` epoch; `ARGV`: node id, lease ms, candidate epoch.
 /// Returns `{added, epoch}`: `added` is 1 when the node was not registered (first start,
 /// reaped while unreachable, or Redis lost its data).
-const HEARTBEAT: &str = r#"
+pub const HEARTBEAT: &str = r#"
 redis.call("SET", KEYS[2], ARGV[3], "NX")
 local epoch = redis.call("GET", KEYS[2])
 local t = redis.call("TIME")
@@ -162,7 +162,7 @@ return {added, epoch}
 /// caller ever sees a given dead node. `KEYS[1]` nodes zset; `ARGV`: prefix, own node id.
 /// Returns `{}` when no lease expired, else `{dead id, transitions...}` where each transition
 /// is `"v␟app␟channel"` or `"r␟app␟channel␟user"`.
-const REAP: &str = r#"
+pub const REAP: &str = r#"
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local dead = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", 0, 2)
@@ -196,7 +196,7 @@ return out
 /// offset); `ARGV`: the event JSON, ttl ms, size, a candidate epoch (used when the stream has
 /// none: new, expired or lost), the pub/sub channel, the excluded-socket header. The event gets
 /// `"position"` appended as its last member. Returns `{epoch, offset}`.
-const PUBLISH_HISTORY: &str = r#"
+pub const PUBLISH_HISTORY: &str = r#"
 local epoch = redis.call("HGET", KEYS[2], "epoch")
 if not epoch then
   epoch = ARGV[4]
@@ -220,7 +220,7 @@ return {epoch, offset}
 /// [`PUBLISH_HISTORY`]; `ARGV`: since (empty: position only), limit, candidate epoch, ttl ms.
 /// Returns `{epoch, offset, complete (1/0), events oldest first...}` as strings; `complete`
 /// is 0 when some event after `since` is no longer kept, or `since` is ahead.
-const READ_HISTORY: &str = r#"
+pub const READ_HISTORY: &str = r#"
 local epoch = redis.call("HGET", KEYS[2], "epoch")
 if not epoch then
   epoch = ARGV[3]
