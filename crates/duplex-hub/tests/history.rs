@@ -3,20 +3,12 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use bytes::Bytes;
 use common::*;
-use duplex_hub::broker::{
-    Broker, BrokerResult, Control, HistoryLimits, HistoryRead, MemoryBroker, NodeId, NodeSink,
-    PresenceLeave,
-};
 use duplex_hub::config::History;
 use duplex_hub::hub::Hub;
-use duplex_hub::protocol::{Position, PresenceMember};
-use duplex_hub::socket_id::SocketId;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -182,124 +174,6 @@ async fn presence_history_channels_keep_the_member_list_in_the_confirmation() {
     assert_eq!(got[0]["data"]["position"]["offset"], 0);
 }
 
-/// A memory broker whose history reads and subscriptions yield to other tasks first, so
-/// publishes interleave with a recovering subscription at every step.
-struct Yielding {
-    inner: MemoryBroker,
-    yields: AtomicUsize,
-}
-
-impl Yielding {
-    async fn pause(&self) {
-        for _ in 0..self.yields.load(Ordering::Relaxed) {
-            tokio::task::yield_now().await;
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Broker for Yielding {
-    fn attach(&self, sink: Weak<dyn NodeSink>) -> NodeId {
-        self.inner.attach(sink)
-    }
-    async fn publish(&self, a: &str, c: &str, p: Bytes, e: Option<SocketId>) -> BrokerResult<()> {
-        self.inner.publish(a, c, p, e).await
-    }
-    async fn publish_with_history(
-        &self,
-        a: &str,
-        c: &str,
-        p: Bytes,
-        e: Option<SocketId>,
-        l: HistoryLimits,
-    ) -> BrokerResult<Position> {
-        self.inner.publish_with_history(a, c, p, e, l).await
-    }
-    async fn history(
-        &self,
-        a: &str,
-        c: &str,
-        since: Option<u64>,
-        limit: usize,
-        l: HistoryLimits,
-    ) -> BrokerResult<HistoryRead> {
-        self.pause().await;
-        let read = self.inner.history(a, c, since, limit, l).await;
-        self.pause().await;
-        read
-    }
-    async fn control(&self, a: &str, c: Control) -> BrokerResult<()> {
-        self.inner.control(a, c).await
-    }
-    async fn subscribe_node(&self, n: NodeId, a: &str, c: &str) -> BrokerResult<()> {
-        self.pause().await;
-        self.inner.subscribe_node(n, a, c).await
-    }
-    async fn unsubscribe_node(&self, n: NodeId, a: &str, c: &str) -> BrokerResult<()> {
-        self.inner.unsubscribe_node(n, a, c).await
-    }
-    async fn add_connection(&self, a: &str) -> BrokerResult<u64> {
-        self.inner.add_connection(a).await
-    }
-    async fn remove_connection(&self, a: &str) -> BrokerResult<u64> {
-        self.inner.remove_connection(a).await
-    }
-    async fn add_subscription(&self, a: &str, c: &str, s: &SocketId) -> BrokerResult<u64> {
-        self.pause().await;
-        self.inner.add_subscription(a, c, s).await
-    }
-    async fn remove_subscription(&self, a: &str, c: &str, s: &SocketId) -> BrokerResult<u64> {
-        self.inner.remove_subscription(a, c, s).await
-    }
-    async fn subscription_count(&self, a: &str, c: &str) -> BrokerResult<u64> {
-        self.inner.subscription_count(a, c).await
-    }
-    async fn channels(&self, a: &str, p: Option<&str>) -> BrokerResult<Vec<(String, u64)>> {
-        self.inner.channels(a, p).await
-    }
-    async fn presence_add(
-        &self,
-        a: &str,
-        c: &str,
-        s: &SocketId,
-        m: PresenceMember,
-    ) -> BrokerResult<bool> {
-        self.inner.presence_add(a, c, s, m).await
-    }
-    async fn presence_remove(
-        &self,
-        a: &str,
-        c: &str,
-        s: &SocketId,
-    ) -> BrokerResult<Option<PresenceLeave>> {
-        self.inner.presence_remove(a, c, s).await
-    }
-    async fn presence_members(&self, a: &str, c: &str) -> BrokerResult<Vec<PresenceMember>> {
-        self.inner.presence_members(a, c).await
-    }
-    async fn presence_user_count(&self, a: &str, c: &str) -> BrokerResult<u64> {
-        self.inner.presence_user_count(a, c).await
-    }
-    async fn presence_has_user(&self, a: &str, c: &str, u: &str) -> BrokerResult<bool> {
-        self.inner.presence_has_user(a, c, u).await
-    }
-    async fn user_add_socket(&self, a: &str, u: &str, s: &SocketId) -> BrokerResult<()> {
-        self.inner.user_add_socket(a, u, s).await
-    }
-    async fn user_remove_socket(&self, a: &str, u: &str, s: &SocketId) -> BrokerResult<()> {
-        self.inner.user_remove_socket(a, u, s).await
-    }
-    async fn user_sockets(&self, a: &str, u: &str) -> BrokerResult<Vec<SocketId>> {
-        self.inner.user_sockets(a, u).await
-    }
-    async fn cache_set(&self, a: &str, c: &str, p: Bytes, t: Duration) -> BrokerResult<()> {
-        self.inner.cache_set(a, c, p, t).await
-    }
-    async fn cache_get(&self, a: &str, c: &str) -> BrokerResult<Option<(Bytes, Duration)>> {
-        self.inner.cache_get(a, c).await
-    }
-}
-
 #[derive(Debug, Clone)]
 enum Step {
     /// Publish this many events while connected.
@@ -323,10 +197,7 @@ fn step() -> impl Strategy<Value = Step> {
 /// Runs `steps`; returns the offsets the client received, in order, and whether every
 /// recovery succeeded.
 async fn run(steps: Vec<Step>, size: usize) -> (Vec<u64>, u64, bool) {
-    let broker = Arc::new(Yielding {
-        inner: MemoryBroker::new(),
-        yields: AtomicUsize::new(0),
-    });
+    let broker = Arc::new(HookedBroker::new());
     let hub = hub_on(broker.clone(), config(history_app(size)));
     let mut published = 0u64;
     let mut received: Vec<u64> = Vec::new();

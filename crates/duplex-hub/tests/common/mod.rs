@@ -138,3 +138,155 @@ pub fn events(v: &[Value]) -> Vec<String> {
         .map(|m| m["event"].as_str().unwrap_or("").to_string())
         .collect()
 }
+
+/// A [`MemoryBroker`] with two seams for ordering tests: every history read, node subscription
+/// and subscription count first yields `yields` times to other tasks, and the first member-list
+/// read can be made to wait for a gate after reading (the window in which a distributed
+/// broker's answer is on its way back).
+pub struct HookedBroker {
+    pub inner: MemoryBroker,
+    pub yields: std::sync::atomic::AtomicUsize,
+    pub member_gate: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+impl HookedBroker {
+    pub fn new() -> HookedBroker {
+        HookedBroker {
+            inner: MemoryBroker::new(),
+            yields: std::sync::atomic::AtomicUsize::new(0),
+            member_gate: std::sync::Mutex::new(None),
+        }
+    }
+
+    async fn pause(&self) {
+        for _ in 0..self.yields.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+mod hooked {
+    use super::HookedBroker;
+    use bytes::Bytes;
+    use duplex_hub::broker::{
+        Broker, BrokerResult, Control, HistoryLimits, HistoryRead, NodeId, NodeSink, PresenceLeave,
+    };
+    use duplex_hub::protocol::{Position, PresenceMember};
+    use duplex_hub::socket_id::SocketId;
+    use std::sync::Weak;
+    use std::time::Duration;
+
+    #[async_trait::async_trait]
+    impl Broker for HookedBroker {
+        fn attach(&self, sink: Weak<dyn NodeSink>) -> NodeId {
+            self.inner.attach(sink)
+        }
+        async fn publish(
+            &self,
+            a: &str,
+            c: &str,
+            p: Bytes,
+            e: Option<SocketId>,
+        ) -> BrokerResult<()> {
+            self.inner.publish(a, c, p, e).await
+        }
+        async fn publish_with_history(
+            &self,
+            a: &str,
+            c: &str,
+            p: Bytes,
+            e: Option<SocketId>,
+            l: HistoryLimits,
+        ) -> BrokerResult<Position> {
+            self.inner.publish_with_history(a, c, p, e, l).await
+        }
+        async fn history(
+            &self,
+            a: &str,
+            c: &str,
+            since: Option<u64>,
+            limit: usize,
+            l: HistoryLimits,
+        ) -> BrokerResult<HistoryRead> {
+            self.pause().await;
+            let read = self.inner.history(a, c, since, limit, l).await;
+            self.pause().await;
+            read
+        }
+        async fn control(&self, a: &str, c: Control) -> BrokerResult<()> {
+            self.inner.control(a, c).await
+        }
+        async fn subscribe_node(&self, n: NodeId, a: &str, c: &str) -> BrokerResult<()> {
+            self.pause().await;
+            self.inner.subscribe_node(n, a, c).await
+        }
+        async fn unsubscribe_node(&self, n: NodeId, a: &str, c: &str) -> BrokerResult<()> {
+            self.inner.unsubscribe_node(n, a, c).await
+        }
+        async fn add_connection(&self, a: &str) -> BrokerResult<u64> {
+            self.inner.add_connection(a).await
+        }
+        async fn remove_connection(&self, a: &str) -> BrokerResult<u64> {
+            self.inner.remove_connection(a).await
+        }
+        async fn add_subscription(&self, a: &str, c: &str, s: &SocketId) -> BrokerResult<u64> {
+            self.pause().await;
+            self.inner.add_subscription(a, c, s).await
+        }
+        async fn remove_subscription(&self, a: &str, c: &str, s: &SocketId) -> BrokerResult<u64> {
+            self.inner.remove_subscription(a, c, s).await
+        }
+        async fn subscription_count(&self, a: &str, c: &str) -> BrokerResult<u64> {
+            self.inner.subscription_count(a, c).await
+        }
+        async fn channels(&self, a: &str, p: Option<&str>) -> BrokerResult<Vec<(String, u64)>> {
+            self.inner.channels(a, p).await
+        }
+        async fn presence_add(
+            &self,
+            a: &str,
+            c: &str,
+            s: &SocketId,
+            m: PresenceMember,
+        ) -> BrokerResult<bool> {
+            self.inner.presence_add(a, c, s, m).await
+        }
+        async fn presence_remove(
+            &self,
+            a: &str,
+            c: &str,
+            s: &SocketId,
+        ) -> BrokerResult<Option<PresenceLeave>> {
+            self.inner.presence_remove(a, c, s).await
+        }
+        async fn presence_members(&self, a: &str, c: &str) -> BrokerResult<Vec<PresenceMember>> {
+            let list = self.inner.presence_members(a, c).await;
+            let gate = self.member_gate.lock().expect("lock").take();
+            if let Some(gate) = gate {
+                let _ = tokio::time::timeout(Duration::from_secs(5), gate).await;
+            }
+            list
+        }
+        async fn presence_user_count(&self, a: &str, c: &str) -> BrokerResult<u64> {
+            self.inner.presence_user_count(a, c).await
+        }
+        async fn presence_has_user(&self, a: &str, c: &str, u: &str) -> BrokerResult<bool> {
+            self.inner.presence_has_user(a, c, u).await
+        }
+        async fn user_add_socket(&self, a: &str, u: &str, s: &SocketId) -> BrokerResult<()> {
+            self.inner.user_add_socket(a, u, s).await
+        }
+        async fn user_remove_socket(&self, a: &str, u: &str, s: &SocketId) -> BrokerResult<()> {
+            self.inner.user_remove_socket(a, u, s).await
+        }
+        async fn user_sockets(&self, a: &str, u: &str) -> BrokerResult<Vec<SocketId>> {
+            self.inner.user_sockets(a, u).await
+        }
+        async fn cache_set(&self, a: &str, c: &str, p: Bytes, t: Duration) -> BrokerResult<()> {
+            self.inner.cache_set(a, c, p, t).await
+        }
+        async fn cache_get(&self, a: &str, c: &str) -> BrokerResult<Option<(Bytes, Duration)>> {
+            self.inner.cache_get(a, c).await
+        }
+    }
+}
