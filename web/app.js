@@ -27,8 +27,11 @@ class PusherLite {
     const ws = new WebSocket(url);
     this.ws = ws;
     ws.onmessage = (e) => {
-      this.receive(e.data);
-      for (const fn of this.frameListeners.slice()) fn(e.data);
+      try {
+        this.receive(e.data);
+      } finally {
+        for (const fn of this.frameListeners.slice()) fn(e.data);
+      }
     };
     ws.onclose = (e) => this.closed(e.code, e.reason);
   }

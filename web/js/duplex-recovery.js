@@ -26,11 +26,13 @@
  * `pusher.unsubscribe(name)` forgets the channel's position.
  *
  * Hooks: pusher-js drops unknown top-level fields when it decodes a message, so positions are
- * read from the raw frames. In pusher-js 8 each connection's TransportConnection
- * (`pusher.connection.connection.transport`, set before the 'connected' state) emits a
- * 'message' with the raw MessageEvent for every transport (WebSocket, xhr, sockjs); the add-on
- * binds it on every 'connected', after pusher-js's own listener. Subscriptions are sent
- * through `pusher.send_event`, which the add-on wraps. Another client works if it offers
+ * read from the raw frames. On every 'connected' state the add-on takes pusher-js 8's
+ * `pusher.connection.connection.transport` (set just before that state) and listens to its
+ * native WebSocket (`.socket`) for 'message', after pusher-js's own handler, so a throwing
+ * app handler cannot make it miss a position; for other transports (xhr, sockjs) it binds
+ * the transport's own 'message' event, which carries the raw frame too. Positions are thus
+ * updated after the event's handlers ran. Subscriptions are sent through
+ * `pusher.send_event`, which the add-on wraps. Another client works if it offers
  * `send_event(event, data, channel)`, `channel(name).emit(event, data)` and
  * `onFrame(fn)` (fn called with each received frame's text, after the client handled it).
  *
@@ -51,8 +53,8 @@
       warn("no pusher.connection to hook: positions cannot be read");
       return function () {};
     }
-    const bound = []; // [transport, listener]
     const listener = function (ev) { fn(ev && ev.data); };
+    const unbinds = new Map(); // hooked transport -> unbind function
     const hook = function () {
       const conn = manager.connection;
       const transport = conn && conn.transport;
@@ -60,16 +62,24 @@
         warn("pusher.connection.connection.transport not found: is this pusher-js 8?");
         return;
       }
-      if (bound.some(function (b) { return b[0] === transport; })) return;
-      transport.bind("message", listener);
-      bound.push([transport, listener]);
-      if (bound.length > 4) bound.shift(); // old transports are closed; keep the list short
+      if (unbinds.has(transport)) return;
+      const socket = transport.socket;
+      if (socket && typeof socket.addEventListener === "function") {
+        // A native WebSocket: our listener runs even when an app's handler throws.
+        socket.addEventListener("message", listener);
+        unbinds.set(transport, function () { socket.removeEventListener("message", listener); });
+      } else {
+        transport.bind("message", listener);
+        unbinds.set(transport, function () { transport.unbind("message", listener); });
+      }
+      for (const t of unbinds.keys()) if (t !== transport && !t.socket) unbinds.delete(t); // closed
     };
     manager.bind("connected", hook);
     if (manager.state === "connected") hook();
     return function () {
       manager.unbind("connected", hook);
-      bound.forEach(function (b) { b[0].unbind("message", b[1]); });
+      unbinds.forEach(function (unbind) { unbind(); });
+      unbinds.clear();
     };
   }
 
