@@ -7,6 +7,7 @@
 pub mod client;
 mod driver;
 pub mod error;
+pub mod reconnect;
 pub mod server;
 pub mod split;
 #[cfg(feature = "rustls")]
@@ -20,6 +21,7 @@ pub use duplex_proto::{
     CloseCode, CloseFrame, Compression, Config, Event, Message, MessageKind, Role, Utf8Bytes,
 };
 pub use error::{Error, Result};
+pub use reconnect::{ReconnectConfig, ReconnectEvent, ReconnectingClient};
 pub use split::{WsReader, WsWriter};
 #[cfg(feature = "rustls")]
 pub use tls::MaybeTlsStream;
