@@ -568,10 +568,12 @@ impl Task {
         if let Some(hook) = &mut self.hook {
             if let Err(error) = hook(&mut ws).await {
                 tracing::debug!(url = %self.url, %error, "reconnect: on-connect hook failed");
-                self.backoff.connection_lasted(opened.elapsed());
-                return self
-                    .emit_disconnected(None, String::new(), Some(error))
-                    .await;
+                if ws.close_frame().is_some() {
+                    // The server closed (that is likely why the hook failed): finish the
+                    // closing handshake, bounded by the close timeout, and honour its code.
+                    while let Some(Ok(_)) = ws.recv().await {}
+                }
+                return self.ended(&ws, opened, Some(error), false).await;
             }
         }
         if self
@@ -608,6 +610,18 @@ impl Task {
                 },
             }
         };
+        self.ended(&ws, opened, error, closing).await
+    }
+
+    /// Reports the end of a connection opened at `opened` and decides what follows: stop
+    /// when the application closed (`closing`), give up on a no-retry close code, else retry.
+    async fn ended(
+        &mut self,
+        ws: &WebSocket<ClientStream>,
+        opened: Instant,
+        error: Option<Error>,
+        closing: bool,
+    ) -> Ended {
         self.backoff.connection_lasted(opened.elapsed());
         let (code, reason) = match ws.close_frame() {
             Some(frame) => (Some(frame.code), frame.reason.as_str().to_owned()),
