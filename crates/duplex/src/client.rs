@@ -1,6 +1,7 @@
 //! Connecting to WebSocket servers: the client side of the opening handshake.
 
 use crate::error::{Error, Result};
+use crate::proxy::{is_secure, Proxy, ProxyConfig};
 use crate::websocket::WebSocket;
 use bytes::BytesMut;
 use duplex_proto::deflate::{
@@ -27,7 +28,8 @@ pub struct ClientConfig {
     pub headers: Vec<(String, String)>,
     /// The `Origin` header (browsers send one; servers may check it). Default `None`.
     pub origin: Option<String>,
-    /// Time allowed for TCP connect plus the opening handshake. Default 10 s.
+    /// Time allowed for TCP connect (and the proxy's tunnel, TLS) plus the opening handshake.
+    /// Default 10 s.
     pub handshake_timeout: Duration,
     /// permessage-deflate: offered when `enabled` (off by default: see [`DeflateConfig`]).
     pub deflate: DeflateConfig,
@@ -38,6 +40,10 @@ pub struct ClientConfig {
     /// or nothing.
     #[cfg(feature = "rustls")]
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Which proxy to connect through: [`ProxyConfig::Direct`] (the default: the environment
+    /// is not read), [`ProxyConfig::Always`] or [`ProxyConfig::FromEnv`] (see the
+    /// [`proxy`](crate::proxy) module).
+    pub proxy: ProxyConfig,
 }
 
 impl Default for ClientConfig {
@@ -52,6 +58,7 @@ impl Default for ClientConfig {
             deflate: DeflateConfig::default(),
             #[cfg(feature = "rustls")]
             tls: None,
+            proxy: ProxyConfig::Direct,
         }
     }
 }
@@ -123,6 +130,34 @@ impl ClientConfig {
         self.tls = Some(config);
         self
     }
+
+    /// Connects through this proxy, whatever the URL.
+    ///
+    /// ```
+    /// use duplex::client::ClientConfig;
+    /// use duplex::proxy::Proxy;
+    /// let config = ClientConfig::new().proxy(Proxy::parse("http://user:pass@10.0.0.1:3128")?);
+    /// # Ok::<(), duplex::Error>(())
+    /// ```
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = ProxyConfig::Always(proxy);
+        self
+    }
+
+    /// Chooses the proxy from `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` (and
+    /// their lower-case forms) at each connection, as curl does: see
+    /// [`Proxy::from_env_for`].
+    ///
+    /// ```
+    /// use duplex::client::ClientConfig;
+    /// use duplex::proxy::ProxyConfig;
+    /// let config = ClientConfig::new().proxy_from_env();
+    /// assert_eq!(config.proxy, ProxyConfig::FromEnv);
+    /// ```
+    pub fn proxy_from_env(mut self) -> Self {
+        self.proxy = ProxyConfig::FromEnv;
+        self
+    }
 }
 
 /// The parts of a `ws://` URL the client needs.
@@ -176,7 +211,8 @@ impl Target {
     }
 }
 
-/// Connects to a `ws://` URL over TCP and runs the opening handshake.
+/// Connects to a `ws://` URL over TCP (directly, or through [`ClientConfig::proxy`]) and runs
+/// the opening handshake.
 ///
 /// Cancel-safety: cancel-safe: dropping it closes the half-open connection; nothing is shared.
 pub async fn connect(
@@ -184,19 +220,15 @@ pub async fn connect(
     config: &ClientConfig,
 ) -> Result<(WebSocket<TcpStream>, Negotiated)> {
     let target = Target::parse(url)?;
-    if url
-        .trim_start()
-        .get(..4)
-        .is_some_and(|s| s.eq_ignore_ascii_case("wss:"))
-    {
+    if is_secure(url) {
         return Err(Error::Url(
             "wss:// needs TLS: use client::connect_tls (feature \"rustls\")".into(),
         ));
     }
+    let proxy = config.proxy.proxy_for(url)?;
     let timeout = config.handshake_timeout;
     tokio::time::timeout(timeout, async {
-        let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
-        let _ = stream.set_nodelay(true);
+        let stream = open_tcp(&target, proxy.as_ref()).await?;
         handshake(stream, &target, config).await
     })
     .await
@@ -208,8 +240,10 @@ pub async fn connect(
 ///
 /// For `wss://` the certificate is checked against [`ClientConfig::tls`] (the Mozilla roots
 /// when `None`) and must be valid for the URL's host, which is also sent as SNI (not for an
-/// IP address). ALPN offers `http/1.1`. TCP connect, TLS and the WebSocket handshake together
-/// must finish within [`ClientConfig::handshake_timeout`]. A certificate or TLS failure is
+/// IP address). ALPN offers `http/1.1`. TCP connect, the proxy's tunnel when
+/// [`ClientConfig::proxy`] names one (TLS then runs inside it, to the URL's host), TLS and the
+/// WebSocket handshake together must finish within [`ClientConfig::handshake_timeout`]. A
+/// certificate or TLS failure is
 /// [`Error::Tls`].
 ///
 /// ```no_run
@@ -229,10 +263,8 @@ pub async fn connect_tls(
 ) -> Result<(WebSocket<crate::tls::MaybeTlsStream<TcpStream>>, Negotiated)> {
     use crate::tls::MaybeTlsStream;
     let target = Target::parse(url)?;
-    let secure = url
-        .trim_start()
-        .get(..4)
-        .is_some_and(|s| s.eq_ignore_ascii_case("wss:"));
+    let secure = is_secure(url);
+    let proxy = config.proxy.proxy_for(url)?;
     let tls_config = match (&config.tls, secure) {
         (_, false) => None,
         (Some(tls), true) => Some(tls.clone()),
@@ -240,8 +272,7 @@ pub async fn connect_tls(
     };
     let timeout = config.handshake_timeout;
     tokio::time::timeout(timeout, async {
-        let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = open_tcp(&target, proxy.as_ref()).await?;
         let stream = match tls_config {
             Some(tls) => MaybeTlsStream::Tls(Box::new(
                 crate::tls::tls_connect(tcp, &target.host, tls).await?,
@@ -252,6 +283,18 @@ pub async fn connect_tls(
     })
     .await
     .map_err(|_| Error::HandshakeTimeout(timeout))?
+}
+
+/// A TCP connection to the target: direct, or a tunnel through `proxy`.
+async fn open_tcp(target: &Target, proxy: Option<&Proxy>) -> Result<TcpStream> {
+    match proxy {
+        Some(proxy) => proxy.tunnel(target).await,
+        None => {
+            let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+    }
 }
 
 /// The outcome of [`handshake_raw`]: the stream right after the server's 101 response.

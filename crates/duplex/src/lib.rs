@@ -7,6 +7,7 @@
 pub mod client;
 mod driver;
 pub mod error;
+pub mod proxy;
 pub mod reconnect;
 pub mod server;
 pub mod split;
