@@ -293,42 +293,86 @@ impl Proxy {
 
     /// Connects to the proxy and opens a tunnel to `target`, within no time limit of its own
     /// (the caller's handshake timeout covers it).
+    ///
+    /// With `socks5://` and a host name, the name is resolved here and each address is tried
+    /// in turn (one proxy connection each) while the proxy reports it unreachable or
+    /// refusing, as a direct connection tries each address.
     pub(crate) async fn tunnel(&self, target: &Target) -> Result<TcpStream> {
-        let mut stream = TcpStream::connect((self.host.as_str(), self.port))
+        let destinations = match (self.kind, target.host.parse::<IpAddr>()) {
+            (ProxyKind::HttpConnect, _) => Vec::new(),
+            (ProxyKind::Socks5 { .. }, Ok(ip)) => {
+                vec![socks5::Destination::Addr((ip, target.port).into())]
+            }
+            (ProxyKind::Socks5 { remote_dns: true }, Err(_)) => {
+                vec![socks5::Destination::Domain(
+                    target.host.clone(),
+                    target.port,
+                )]
+            }
+            (ProxyKind::Socks5 { remote_dns: false }, Err(_)) => resolve(target)
+                .await?
+                .into_iter()
+                .map(socks5::Destination::Addr)
+                .collect(),
+        };
+        let stream = if destinations.is_empty() {
+            let authority = if target.host.contains(':') {
+                format!("[{}]:{}", target.host, target.port)
+            } else {
+                format!("{}:{}", target.host, target.port)
+            };
+            let mut stream = self.connect().await?;
+            http_connect::tunnel(&mut stream, &authority, self.credentials.as_ref()).await?;
+            stream
+        } else {
+            let mut last = None;
+            let mut opened = None;
+            for destination in &destinations {
+                let mut stream = self.connect().await?;
+                match socks5::tunnel(&mut stream, destination, self.credentials.as_ref()).await {
+                    Ok(()) => {
+                        opened = Some(stream);
+                        break;
+                    }
+                    Err(Error::SocksRefused { reply })
+                        if matches!(
+                            reply,
+                            SocksReply::NetworkUnreachable
+                                | SocksReply::HostUnreachable
+                                | SocksReply::ConnectionRefused
+                                | SocksReply::TtlExpired
+                        ) =>
+                    {
+                        last = Some(Error::SocksRefused { reply });
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            match (opened, last) {
+                (Some(stream), _) => stream,
+                (None, Some(error)) => return Err(error),
+                (None, None) => return Err(Error::ProxyProtocol("no destination".into())),
+            }
+        };
+        tracing::debug!(proxy = %self, host = %target.host, port = target.port, "proxy tunnel open");
+        Ok(stream)
+    }
+
+    /// A TCP connection to the proxy itself.
+    async fn connect(&self) -> Result<TcpStream> {
+        let stream = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|source| Error::ProxyConnect {
                 proxy: self.to_string(),
                 source,
             })?;
         let _ = stream.set_nodelay(true);
-        let credentials = self.credentials.as_ref();
-        match self.kind {
-            ProxyKind::HttpConnect => {
-                let authority = if target.host.contains(':') {
-                    format!("[{}]:{}", target.host, target.port)
-                } else {
-                    format!("{}:{}", target.host, target.port)
-                };
-                http_connect::tunnel(&mut stream, &authority, credentials).await?;
-            }
-            ProxyKind::Socks5 { remote_dns } => {
-                let destination = match target.host.parse::<IpAddr>() {
-                    Ok(ip) => socks5::Destination::Addr((ip, target.port).into()),
-                    Err(_) if remote_dns => {
-                        socks5::Destination::Domain(target.host.clone(), target.port)
-                    }
-                    Err(_) => socks5::Destination::Addr(resolve(target).await?),
-                };
-                socks5::tunnel(&mut stream, &destination, credentials).await?;
-            }
-        }
-        tracing::debug!(proxy = %self, host = %target.host, port = target.port, "proxy tunnel open");
         Ok(stream)
     }
 }
 
-/// Resolves the target locally for `socks5://`.
-async fn resolve(target: &Target) -> Result<std::net::SocketAddr> {
+/// Resolves the target locally for `socks5://`: at least one address.
+async fn resolve(target: &Target) -> Result<Vec<std::net::SocketAddr>> {
     let context = |detail: String| {
         std::io::Error::new(
             std::io::ErrorKind::NotFound,
@@ -339,12 +383,14 @@ async fn resolve(target: &Target) -> Result<std::net::SocketAddr> {
             ),
         )
     };
-    let mut addrs = tokio::net::lookup_host((target.host.as_str(), target.port))
+    let addrs: Vec<_> = tokio::net::lookup_host((target.host.as_str(), target.port))
         .await
-        .map_err(|e| context(e.to_string()))?;
-    addrs
-        .next()
-        .ok_or_else(|| context("no address".into()).into())
+        .map_err(|e| context(e.to_string()))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(context("no address".into()).into());
+    }
+    Ok(addrs)
 }
 
 impl fmt::Display for Proxy {
