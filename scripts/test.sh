@@ -24,6 +24,7 @@ step "interop peers (Python websockets, Node ws, Chromium), Pusher SDKs (pusher-
 bash tests/interop/install.sh
 bash tests/pusher/install.sh
 bash tests/cluster/install.sh
+bash tests/proxy/install.sh
 
 step "unit, property, integration and interop tests"
 cargo test --workspace --all-features --locked

@@ -16,12 +16,14 @@
 #![warn(missing_docs)]
 
 mod process;
+mod proxies;
 mod proxy;
 mod redis;
 mod resp;
 mod sentinel;
 
 pub use process::{poll_until, Process, TempDir};
+pub use proxies::{Microsocks, Tinyproxy};
 pub use proxy::{render_template, Haproxy, Nginx};
 pub use redis::RedisServer;
 pub use resp::resp_command;
