@@ -927,7 +927,7 @@ def markdown_memory(meta, memory):
             f"- With `--redis` the history lives in Redis: "
             f"{r['redis_bytes_per_channel'][1] / 1024:,.0f} KiB per channel "
             f"({r['redis_bytes_per_event'][1]:,.0f} B per event; `MEMORY USAGE` of one stream "
-            f"{r['redis_stream_memory_usage'] / 1024:,.0f} KiB; "
+            f"{(r['redis_stream_memory_usage'] or 0) / 1024:,.0f} KiB; "
             f"{r['redis_keys_added'] // ch} keys per channel: the stream and its meta hash), "
             f"while the node's own RSS moves by {r['rss_bytes_per_channel'][1] / 1024:,.1f} "
             "KiB per channel.")
