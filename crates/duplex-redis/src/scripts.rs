@@ -194,9 +194,12 @@ return out
 /// Appends an event to a channel's history and publishes it, in one step, so offset order is
 /// delivery order on every node. `KEYS[1]` the stream, `KEYS[2]` its meta hash (epoch,
 /// offset); `ARGV`: the event JSON, ttl ms, size, a candidate epoch (used when the stream has
-/// none: new, expired or lost), the pub/sub channel, the excluded-socket header. The event gets
-/// `"position"` appended as its last member. Returns `{epoch, offset}`.
+/// none: new, unused for a day or lost), the pub/sub channel, the excluded-socket header. The
+/// event gets `"position"` appended as its last member. Events expire after the ttl; the
+/// position (epoch and offset) is kept for a day after the last publish or read (or the ttl if
+/// longer). Returns `{epoch, offset}`.
 pub const PUBLISH_HISTORY: &str = r#"
+local META_TTL_MS = 86400000
 local epoch = redis.call("HGET", KEYS[2], "epoch")
 if not epoch then
   epoch = ARGV[4]
@@ -211,7 +214,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call("XADD", KEYS[1], "MAXLEN", ARGV[3], "*", "o", offset, "e", body)
 redis.call("XTRIM", KEYS[1], "MINID", tostring(now - tonumber(ARGV[2])))
 redis.call("PEXPIRE", KEYS[1], ARGV[2])
-redis.call("PEXPIRE", KEYS[2], ARGV[2])
+-- The position outlives the events: a client that missed nothing during a quiet spell longer
+-- than the ttl still recovers (with nothing to replay).
+redis.call("PEXPIRE", KEYS[2], math.max(tonumber(ARGV[2]), META_TTL_MS))
 redis.call("PUBLISH", ARGV[5], ARGV[6] .. body)
 return {epoch, offset}
 "#;
@@ -221,13 +226,15 @@ return {epoch, offset}
 /// Returns `{epoch, offset, complete (1/0), events oldest first...}` as strings; `complete`
 /// is 0 when some event after `since` is no longer kept, or `since` is ahead.
 pub const READ_HISTORY: &str = r#"
+local META_TTL_MS = 86400000
 local epoch = redis.call("HGET", KEYS[2], "epoch")
 if not epoch then
   epoch = ARGV[3]
   redis.call("DEL", KEYS[1])
   redis.call("HSET", KEYS[2], "epoch", epoch, "offset", 0)
-  redis.call("PEXPIRE", KEYS[2], ARGV[4])
 end
+-- Reading (a subscription) keeps the position alive too.
+redis.call("PEXPIRE", KEYS[2], math.max(tonumber(ARGV[4]), META_TTL_MS))
 local offset = tonumber(redis.call("HGET", KEYS[2], "offset"))
 if ARGV[1] == "" then return {epoch, tostring(offset), "1"} end
 local since = tonumber(ARGV[1])

@@ -28,8 +28,21 @@ struct Stream {
     offset: u64,
     /// (offset, kept until, event with its position)
     events: VecDeque<(u64, Instant, Bytes)>,
-    /// The stream is gone after this (no event for `ttl`).
+    /// The position (epoch, offset) is forgotten after this: [`POSITION_TTL`] (or the ttl if
+    /// longer) after the last publish or read.
     expires: Instant,
+}
+
+/// How long a channel's position outlives its last publish or read. Events expire after the
+/// ttl; the position is kept longer, so a client that missed nothing during a quiet spell still
+/// recovers (with nothing to replay). Only a channel unused this long starts a new epoch.
+pub const POSITION_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How often expired events and positions of all channels are dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+fn position_ttl(ttl: Duration) -> Duration {
+    ttl.max(POSITION_TTL)
 }
 
 impl Stream {
@@ -38,8 +51,16 @@ impl Stream {
             epoch: format!("{:016x}", rand::random::<u64>()),
             offset: 0,
             events: VecDeque::new(),
-            expires: now + ttl,
+            expires: now + position_ttl(ttl),
         }
+    }
+
+    /// Drops the events past their deadline; false once the position itself expired.
+    fn expire(&mut self, now: Instant) -> bool {
+        while self.events.front().is_some_and(|e| e.1 <= now) {
+            self.events.pop_front();
+        }
+        now < self.expires
     }
 
     fn position(&self) -> Position {
@@ -86,6 +107,23 @@ struct State {
     users: HashMap<Key, HashSet<SocketId>>,
     cache: HashMap<Key, (Bytes, Instant)>,
     history: HashMap<Key, Stream>,
+    /// When expired history was last dropped from every channel.
+    history_swept: Option<Instant>,
+}
+
+impl State {
+    /// At most once per [`SWEEP_EVERY`]: drops expired events of every channel, and the
+    /// channels whose position expired, so channels nobody reads again do not keep memory.
+    fn sweep_history(&mut self, now: Instant) {
+        if self
+            .history_swept
+            .is_some_and(|t| now.saturating_duration_since(t) < SWEEP_EVERY)
+        {
+            return;
+        }
+        self.history_swept = Some(now);
+        self.history.retain(|_, s| s.expire(now));
+    }
 }
 
 /// The in-process broker: one mutex around plain maps, never held across an await or while a
@@ -168,13 +206,14 @@ impl Broker for MemoryBroker {
         let now = Instant::now();
         let (position, event) = {
             let mut st = self.lock();
+            st.sweep_history(now);
             let stream = st
                 .history
                 .entry(key(app_id, channel))
                 .or_insert_with(|| Stream::new(now, limits.ttl));
             stream.trim(now, limits);
             stream.offset += 1;
-            stream.expires = now + limits.ttl;
+            stream.expires = now + position_ttl(limits.ttl);
             let position = stream.position();
             let event = protocol::with_position(&payload, &position);
             stream
@@ -199,11 +238,14 @@ impl Broker for MemoryBroker {
     ) -> BrokerResult<HistoryRead> {
         let now = Instant::now();
         let mut st = self.lock();
+        st.sweep_history(now);
         let stream = st
             .history
             .entry(key(app_id, channel))
             .or_insert_with(|| Stream::new(now, limits.ttl));
         stream.trim(now, limits);
+        // A read (a subscription) keeps the position alive too.
+        stream.expires = now + position_ttl(limits.ttl);
         let position = stream.position();
         let Some(since) = since else {
             return Ok(HistoryRead {
