@@ -20,11 +20,10 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 step "rustdoc (warnings are errors)"
 RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --all-features --locked
 
-step "interop peers (Python websockets, Node ws, Chromium), Pusher SDKs (pusher-js, pusher), cluster services (redis-server, redis-sentinel, nginx, haproxy)"
+step "interop peers (Python websockets, Node ws, Chromium), Pusher SDKs (pusher-js, pusher), services from apt (redis-server, redis-sentinel, nginx, haproxy, tinyproxy, microsocks)"
 bash tests/interop/install.sh
 bash tests/pusher/install.sh
-bash tests/cluster/install.sh
-bash tests/proxy/install.sh
+sh tests/services/install.sh
 
 step "unit, property, integration and interop tests"
 cargo test --workspace --all-features --locked

@@ -11,7 +11,7 @@
 //! `X-Forwarded-For` is ignored without `--trust-proxy`; PROXY v1/v2 headers are required and
 //! believed only from trusted peers with `--proxy-protocol`.
 //!
-//! Needs redis-server, nginx, haproxy (tests/cluster/install.sh) and node with
+//! Needs redis-server, nginx, haproxy (tests/services/install.sh) and node with
 //! tests/pusher/node_modules (tests/pusher/install.sh); a missing one fails, never skips.
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -73,7 +73,7 @@ pub fn require_tool(name: &str) -> PathBuf {
         Some(path) => path,
         None => panic!(
             "required test tool `{name}` was not found in PATH, /usr/sbin or /usr/bin; \
-             `bash scripts/test.sh` installs it (tests/cluster/install.sh: apt-get install \
+             `bash scripts/test.sh` installs it (tests/services/install.sh: apt-get install \
              redis-server redis-sentinel nginx haproxy)"
         ),
     }

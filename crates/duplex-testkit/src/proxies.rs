@@ -1,7 +1,7 @@
 //! Real client-side proxies in the foreground: `tinyproxy` (HTTP `CONNECT` with Basic auth)
 //! and `microsocks` (SOCKS5 with user/password), for the client proxy tests.
 //!
-//! Both come from Debian apt; `tests/proxy/install.sh` installs them.
+//! Both come from Debian apt; `tests/services/install.sh` installs them.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -32,7 +32,7 @@ fn require_proxy_tool(name: &str) -> PathBuf {
         .unwrap_or_else(|| {
             panic!(
                 "required test tool `{name}` was not found in PATH, /usr/bin or /usr/sbin; \
-                 `bash scripts/test.sh` installs it (tests/proxy/install.sh: apt-get install \
+                 `bash scripts/test.sh` installs it (tests/services/install.sh: apt-get install \
                  tinyproxy microsocks)"
             )
         })

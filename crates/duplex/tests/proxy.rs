@@ -1,6 +1,6 @@
 //! The client through REAL proxies started by each test on free loopback ports: `tinyproxy`
 //! (HTTP `CONNECT` with Basic auth) and `microsocks` (SOCKS5 with user/password), both from
-//! Debian apt (tests/proxy/install.sh), run by duplex-testkit. The targets are this crate's
+//! Debian apt (tests/services/install.sh), run by duplex-testkit. The targets are this crate's
 //! own ws:// and wss:// echo servers. Every success is also checked in the proxy's OWN log,
 //! so a client that silently connected directly would fail.
 
