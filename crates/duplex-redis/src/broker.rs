@@ -96,6 +96,7 @@ impl RedisBroker {
             dirty: AtomicBool::new(false),
             epoch: Mutex::new(None),
             broken: Notify::new(),
+            generation: std::sync::atomic::AtomicU64::new(0),
             connected_notify: Notify::new(),
             cancel: CancellationToken::new(),
             me: std::sync::OnceLock::new(),

@@ -66,6 +66,9 @@ pub(super) struct Shared {
     pub(super) epoch: Mutex<Option<String>>,
     /// Wakes the supervisor when a call finds the connection broken.
     pub(super) broken: Notify,
+    /// Counts installed connections, so a failure seen on an older one does not tear down the
+    /// one that replaced it.
+    pub(super) generation: std::sync::atomic::AtomicU64,
     /// Wakes the lease loop after a (re)connection.
     pub(super) connected_notify: Notify,
     pub(super) cancel: CancellationToken,
@@ -118,6 +121,7 @@ impl Shared {
         &self,
         fut: impl Future<Output = RedisResult<T>>,
     ) -> BrokerResult<T> {
+        let generation = self.generation.load(Relaxed);
         match tokio::time::timeout(self.cfg.op_timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
@@ -127,12 +131,12 @@ impl Shared {
                     || e.is_unrecoverable_error()
                     || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
                 if lost {
-                    self.connection_broken();
+                    self.connection_broken(generation);
                 }
                 Err(BrokerError(format!("Redis at {}: {e}", self.shown_url)))
             }
             Err(_) => {
-                self.connection_broken();
+                self.connection_broken(generation);
                 Err(BrokerError(format!(
                     "Redis at {} did not answer within {:?}",
                     self.shown_url, self.cfg.op_timeout
@@ -141,9 +145,11 @@ impl Shared {
         }
     }
 
-    fn connection_broken(&self) {
-        self.ready.store(false, Relaxed);
-        self.broken.notify_one();
+    fn connection_broken(&self, generation: u64) {
+        if generation == self.generation.load(Relaxed) {
+            self.ready.store(false, Relaxed);
+            self.broken.notify_one();
+        }
     }
 
     /// Opens the command and pub/sub connections to the current primary.
@@ -185,6 +191,7 @@ impl Shared {
                 .map_err(|e| e.to_string())?;
         }
         *slot = Some(sink);
+        self.generation.fetch_add(1, Relaxed);
         *write(&self.cmd) = Some(cmd);
         self.connected.store(true, Relaxed);
         Ok(stream)

@@ -11,7 +11,8 @@ use futures_util::StreamExt;
 use super::shared::Shared;
 
 /// Owns the pub/sub stream: dispatches messages, and on a lost connection reconnects with
-/// capped exponential backoff (full jitter), logging the loss and the recovery once each.
+/// capped exponential backoff (each wait jittered between half and all of the delay), logging
+/// the loss and the recovery once each.
 pub(super) async fn supervise(shared: Arc<Shared>, mut stream: redis::aio::PubSubStream) {
     loop {
         loop {
@@ -53,6 +54,9 @@ pub(super) async fn supervise(shared: Arc<Shared>, mut stream: redis::aio::PubSu
             }
             backoff = (backoff * 2).min(shared.cfg.max_backoff);
         };
+        // A call that failed on the old connection while this loop ran may have left a wake-up
+        // behind: it must not tear down the new connection.
+        let _ = tokio::time::timeout(Duration::ZERO, shared.broken.notified()).await;
         // Anything this node did while away reaches Redis now.
         shared.dirty.store(true, Relaxed);
         shared.connected_notify.notify_one();
