@@ -1,6 +1,7 @@
 //! The `duplex` command.
 
 mod bench;
+mod connect;
 mod echo;
 mod runtime;
 
@@ -25,6 +26,8 @@ enum Command {
     Serve(duplex_server::ServeArgs),
     /// Load an echo server: closed-loop echoes/s or open-loop latency at a fixed rate.
     Bench(bench::BenchArgs),
+    /// Interactive/scriptable client: stdin lines to messages, messages to stdout.
+    Connect(connect::ConnectArgs),
 }
 
 fn main() {
@@ -43,6 +46,7 @@ fn main() {
         Command::Echo(args) => echo::run(args),
         Command::Serve(args) => duplex_server::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Connect(args) => connect::run(args),
     };
     if let Err(e) = result {
         // One line with the causes, never a backtrace: these errors are for operators.
