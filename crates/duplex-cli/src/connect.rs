@@ -92,7 +92,9 @@ pub struct ConnectArgs {
     /// Do not verify the server's certificate at all (tests only: anyone can intercept).
     #[arg(long, conflicts_with = "cacert")]
     insecure: bool,
-    /// Reconnect with exponential backoff when the connection is lost.
+    /// Reconnect with exponential backoff when the connection is lost (stdin is read only
+    /// while connected; notices about the connection go to stderr). At the end of stdin,
+    /// messages still arriving are printed until 300 ms pass without one, then it closes.
     #[arg(long)]
     reconnect: bool,
     /// Largest message accepted, in bytes.
@@ -568,9 +570,11 @@ async fn run_reconnecting(
 ) -> Result<(), Failure> {
     let mut client = ReconnectingClient::start(url, ReconnectConfig::new().client(config))
         .map_err(|e| Failure::new(EXIT_USAGE, format!("error: {e}")))?;
+    // Stdin is read only while connected: lines typed meanwhile wait for the connection.
+    let mut connected = false;
     loop {
         tokio::select! {
-            message = input.recv() => match message {
+            message = input.recv(), if connected => match message {
                 Some(message) => match client.send(message).await {
                     Ok(()) => out.prompt(),
                     Err(ReconnectSendError::NotConnected(_)) => {
@@ -579,16 +583,19 @@ async fn run_reconnecting(
                     Err(e) => eprintln!("duplex connect: message not sent: {e}"),
                 },
                 None => {
+                    linger(&mut client, out).await;
                     let _ = client.close(CloseCode::NORMAL, "").await;
                     return Ok(());
                 }
             },
             event = client.recv() => match event {
                 Some(ReconnectEvent::Connected { negotiated }) => {
+                    connected = true;
                     out.open(negotiated.protocol.as_deref());
                 }
                 Some(ReconnectEvent::Message(message)) => out.message(&message),
                 Some(ReconnectEvent::Disconnected { code, reason, error }) => {
+                    connected = false;
                     let error = error.map(|e| e.to_string());
                     out.note(
                         serde_json::json!({"type": "disconnected", "code": code.map(|c| c.0),
@@ -613,6 +620,30 @@ async fn run_reconnecting(
         }
     }
 }
+
+/// At the end of stdin in `--reconnect` mode: prints the messages still arriving until
+/// [`LINGER_QUIET`] passes without one (at most [`LINGER_MAX`]), since
+/// [`ReconnectingClient::close`] discards what arrives during the closing handshake.
+async fn linger(client: &mut ReconnectingClient, out: &Output) {
+    let deadline = tokio::time::Instant::now() + LINGER_MAX;
+    loop {
+        let quiet = tokio::time::sleep(LINGER_QUIET);
+        tokio::select! {
+            event = client.recv() => match event {
+                Some(ReconnectEvent::Message(message)) => out.message(&message),
+                Some(_) => {}
+                None => return,
+            },
+            () = quiet => return,
+            () = tokio::time::sleep_until(deadline) => return,
+        }
+    }
+}
+
+/// See [`linger`].
+const LINGER_QUIET: Duration = Duration::from_millis(300);
+/// See [`linger`].
+const LINGER_MAX: Duration = Duration::from_secs(5);
 
 /// One or two lines saying why connecting failed, with the exit code for it.
 fn describe_connect_error(url: &str, config: &ClientConfig, e: Error) -> Failure {

@@ -526,3 +526,12 @@ fn https_proxy_from_the_environment_and_no_proxy() {
         proxy.log_text()
     );
 }
+
+#[test]
+fn reconnect_mode_echoes_and_exits_0_at_eof() {
+    let (_server, port) = echo_server();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let run = connect(&["--reconnect", &url], b"a\nb\n", &[]);
+    assert!(run.status.success(), "{:?}: {}", run.status, run.stderr);
+    assert_eq!(run.stdout_text(), "a\nb\n", "{}", run.stderr);
+}
