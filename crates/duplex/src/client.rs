@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::proxy::{is_secure, Proxy, ProxyConfig};
+use crate::stream::MaybeTlsStream;
 use crate::websocket::WebSocket;
 use bytes::BytesMut;
 use duplex_proto::deflate::{
@@ -212,7 +213,10 @@ impl Target {
 }
 
 /// Connects to a `ws://` URL over TCP (directly, or through [`ClientConfig::proxy`]) and runs
-/// the opening handshake.
+/// the opening handshake, giving the bare `TcpStream`.
+///
+/// `wss://` URLs are refused: use [`crate::connect`] (or its older name [`connect_tls`]), which
+/// takes both schemes and returns a [`MaybeTlsStream`].
 ///
 /// Cancel-safety: cancel-safe: dropping it closes the half-open connection; nothing is shared.
 pub async fn connect(
@@ -222,21 +226,24 @@ pub async fn connect(
     let target = Target::parse(url)?;
     if is_secure(url) {
         return Err(Error::Url(
-            "wss:// needs TLS: use client::connect_tls (feature \"rustls\")".into(),
+            "wss:// needs TLS: use duplex::connect (or client::connect_tls), which takes both \
+             ws:// and wss:// (feature \"rustls\")"
+                .into(),
         ));
     }
     let proxy = config.proxy.proxy_for(url)?;
     let timeout = config.handshake_timeout;
     tokio::time::timeout(timeout, async {
         let stream = open_tcp(&target, proxy.as_ref()).await?;
-        handshake(stream, &target, config).await
+        handshake_inner(stream, &target, config).await
     })
     .await
     .map_err(|_| Error::HandshakeTimeout(timeout))?
 }
 
 /// Connects to a `wss://` URL over TLS, or to a `ws://` URL over plain TCP, and runs the
-/// opening handshake.
+/// opening handshake: the same function as [`crate::connect`], under its older name (kept,
+/// not deprecated).
 ///
 /// For `wss://` the certificate is checked against [`ClientConfig::tls`] (the Mozilla roots
 /// when `None`) and must be valid for the URL's host, which is also sent as SNI (not for an
@@ -260,11 +267,25 @@ pub async fn connect(
 pub async fn connect_tls(
     url: &str,
     config: &ClientConfig,
-) -> Result<(WebSocket<crate::tls::MaybeTlsStream<TcpStream>>, Negotiated)> {
-    use crate::tls::MaybeTlsStream;
+) -> Result<(WebSocket<MaybeTlsStream<TcpStream>>, Negotiated)> {
+    connect_any(url, config).await
+}
+
+/// What [`crate::connect`] does: one return type for `ws://` and `wss://`.
+pub(crate) async fn connect_any(
+    url: &str,
+    config: &ClientConfig,
+) -> Result<(WebSocket<MaybeTlsStream<TcpStream>>, Negotiated)> {
     let target = Target::parse(url)?;
     let secure = is_secure(url);
+    #[cfg(not(feature = "rustls"))]
+    if secure {
+        return Err(Error::Url(
+            "wss:// needs TLS: build duplex with the \"rustls\" feature".into(),
+        ));
+    }
     let proxy = config.proxy.proxy_for(url)?;
+    #[cfg(feature = "rustls")]
     let tls_config = match (&config.tls, secure) {
         (_, false) => None,
         (Some(tls), true) => Some(tls.clone()),
@@ -273,13 +294,16 @@ pub async fn connect_tls(
     let timeout = config.handshake_timeout;
     tokio::time::timeout(timeout, async {
         let tcp = open_tcp(&target, proxy.as_ref()).await?;
+        #[cfg(feature = "rustls")]
         let stream = match tls_config {
             Some(tls) => MaybeTlsStream::Tls(Box::new(
                 crate::tls::tls_connect(tcp, &target.host, tls).await?,
             )),
             None => MaybeTlsStream::Plain(tcp),
         };
-        handshake(stream, &target, config).await
+        #[cfg(not(feature = "rustls"))]
+        let stream = MaybeTlsStream::Plain(tcp);
+        handshake_inner(stream, &target, config).await
     })
     .await
     .map_err(|_| Error::HandshakeTimeout(timeout))?
@@ -312,7 +336,8 @@ pub struct RawHandshake<S> {
 /// [`WebSocket`]: for callers that run the frame protocol themselves (a load generator with a
 /// hand-tuned loop built on [`duplex_proto::frame`] and [`duplex_proto::mask`]).
 ///
-/// The response is validated as in [`handshake`]. When `config.deflate.enabled` the offer is
+/// The response is validated as in [`handshake`], and must arrive within
+/// [`ClientConfig::handshake_timeout`]. When `config.deflate.enabled` the offer is
 /// sent, and an agreement shows in `negotiated.extensions`: the caller must then implement
 /// permessage-deflate itself, so leave it off unless it does.
 ///
@@ -325,7 +350,11 @@ pub async fn handshake_raw<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (stream, mut buf, consumed, negotiated) = exchange(stream, target, config).await?;
+    let timeout = config.handshake_timeout;
+    let (stream, mut buf, consumed, negotiated) =
+        tokio::time::timeout(timeout, exchange(stream, target, config))
+            .await
+            .map_err(|_| Error::HandshakeTimeout(timeout))??;
     Ok(RawHandshake {
         stream,
         leftover: buf.split_off(consumed),
@@ -381,8 +410,39 @@ where
 
 /// Runs the client handshake over a stream the caller connected (TCP, TLS, a proxy tunnel).
 ///
+/// The handshake must finish within [`ClientConfig::handshake_timeout`], else
+/// [`Error::HandshakeTimeout`] (the time spent connecting `stream` is not counted: wrap that
+/// in your own timeout).
+///
+/// ```no_run
+/// # async fn demo() -> duplex::Result<()> {
+/// use duplex::client::{handshake, ClientConfig, Target};
+/// use std::time::Duration;
+/// let target = Target::parse("ws://127.0.0.1:9001/chat")?;
+/// let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await?;
+/// let config = ClientConfig::new().handshake_timeout(Duration::from_secs(3));
+/// let (mut ws, _) = handshake(tcp, &target, &config).await?;
+/// ws.send("hello").await?;
+/// # Ok(()) }
+/// ```
+///
 /// Cancel-safety: dropping it leaves `stream` (consumed) mid-handshake: the connection is lost, nothing else.
 pub async fn handshake<S>(
+    stream: S,
+    target: &Target,
+    config: &ClientConfig,
+) -> Result<(WebSocket<S>, Negotiated)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let timeout = config.handshake_timeout;
+    tokio::time::timeout(timeout, handshake_inner(stream, target, config))
+        .await
+        .map_err(|_| Error::HandshakeTimeout(timeout))?
+}
+
+/// [`handshake`] without its timeout (the callers here have one around the connect too).
+async fn handshake_inner<S>(
     stream: S,
     target: &Target,
     config: &ClientConfig,

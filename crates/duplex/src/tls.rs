@@ -60,10 +60,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::io;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use rustls;
 pub use tokio_rustls::client::TlsStream as ClientTlsStream;
@@ -472,94 +470,7 @@ pub enum TlsConfigError {
     },
 }
 
-/// A client stream that is either plain TCP (`ws://`) or TLS (`wss://`), so that
-/// [`connect_tls`](crate::client::connect_tls) has one return type for both schemes.
-///
-/// The TLS stream is boxed: it is over a kilobyte, and boxing keeps the plain variant small.
-#[derive(Debug)]
-pub enum MaybeTlsStream<S> {
-    /// No TLS.
-    Plain(S),
-    /// TLS over `S`.
-    Tls(Box<ClientTlsStream<S>>),
-}
-
-impl<S> MaybeTlsStream<S> {
-    /// The transport under any TLS layer (e.g. to read the peer address).
-    pub fn get_ref(&self) -> &S {
-        match self {
-            MaybeTlsStream::Plain(s) => s,
-            MaybeTlsStream::Tls(tls) => tls.get_ref().0,
-        }
-    }
-
-    /// The TLS connection state (negotiated version, cipher suite, ALPN, peer
-    /// certificates), if this is a TLS stream.
-    pub fn tls_connection(&self) -> Option<&rustls::ClientConnection> {
-        match self {
-            MaybeTlsStream::Plain(_) => None,
-            MaybeTlsStream::Tls(tls) => Some(tls.get_ref().1),
-        }
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTlsStream<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MaybeTlsStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTlsStream<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            MaybeTlsStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            MaybeTlsStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            MaybeTlsStream::Plain(s) => s.is_write_vectored(),
-            MaybeTlsStream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MaybeTlsStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            MaybeTlsStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+pub use crate::stream::MaybeTlsStream;
 
 #[cfg(test)]
 mod tests {

@@ -365,3 +365,50 @@ async fn accept_tls_with_refuses_an_origin_over_tls() {
         vec![403, 0]
     );
 }
+
+/// Issue 14: `duplex::connect` takes `ws://` and `wss://` and returns one type for both.
+#[tokio::test]
+async fn one_connect_for_ws_and_wss() {
+    let ca = Ca::new("duplex test CA");
+    let leaf = ca.issue(&["localhost"]);
+    let server_config =
+        server_config_from_pem(leaf.chain_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap();
+    let (wss_addr, wss_server) = echo_server(server_config, 1).await;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = listener.local_addr().unwrap();
+    let ws_server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = duplex::server::accept(tcp, &ServerConfig::default())
+            .await
+            .unwrap();
+        while let Some(Ok(m)) = ws.recv().await {
+            ws.send(m).await.unwrap();
+        }
+    });
+
+    let config = ca.client();
+    let mut connections: Vec<duplex::WebSocket<MaybeTlsStream<tokio::net::TcpStream>>> = Vec::new();
+    for url in [
+        format!("ws://{ws_addr}/"),
+        format!("wss://localhost:{}/", wss_addr.port()),
+    ] {
+        let (ws, _) = tokio::time::timeout(LIMIT, duplex::connect(&url, &config))
+            .await
+            .unwrap()
+            .unwrap();
+        connections.push(ws);
+    }
+    assert!(!connections[0].get_ref().is_tls());
+    assert!(connections[1].get_ref().is_tls());
+    for ws in &mut connections {
+        ws.send("both schemes").await.unwrap();
+        assert_eq!(
+            ws.recv().await.unwrap().unwrap(),
+            Message::from("both schemes")
+        );
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+    }
+    ws_server.await.unwrap();
+    wss_server.await.unwrap();
+}
