@@ -35,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let Ok(ws) = accept(stream, &config).await else {
                 return;
             };
-            let (mut reader, mut writer) = ws.split();
+            let (mut reader, mut writer) = ws.into_split();
             let mut feed = hub.subscribe();
             let forward = tokio::spawn(async move {
                 loop {

@@ -19,7 +19,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "connected to {url} (subprotocol: {:?})",
         negotiated.protocol
     );
-    let (mut reader, mut writer) = ws.split();
+    let (mut reader, mut writer) = ws.into_split();
     let printer = tokio::spawn(async move {
         while let Some(message) = reader.recv().await {
             match message {

@@ -6,6 +6,7 @@
 //! flush, half-close, then drain the peer's remaining input (bounded), so that closing the
 //! socket with unread data cannot reset the connection under our close frame.
 
+use crate::close_reason::{infer_started, Started};
 use crate::error::{Error, Result};
 use crate::websocket::Chunk;
 use bytes::{Buf, BytesMut};
@@ -163,6 +164,9 @@ pub(crate) struct Driver {
     flush_armed: bool,
     /// Boxed and created on first use: most connections never arm a timer.
     timer: Option<Pin<Box<Sleep>>>,
+    /// Who started the closing handshake, recorded when the state leaves `Open` (before the
+    /// peer's answer can make it look the other way round).
+    started: Started,
     /// A failure to report after the closing procedure.
     /// Boxed: rare, and `Error` is large; every idle connection carries this field.
     pending_error: Option<Box<Error>>,
@@ -173,6 +177,7 @@ impl Driver {
         Driver {
             phase: Phase::Running,
             flush_armed: false,
+            started: Started::Unknown,
             timer: None,
             pending_error: pending_error.map(Box::new),
         }
@@ -183,6 +188,20 @@ impl Driver {
         self.phase == Phase::Done
     }
 
+    /// Who started the closing handshake, as far as seen.
+    pub(crate) fn started(&self, conn: &Connection) -> Started {
+        match self.started {
+            Started::Unknown => infer_started(conn),
+            known => known,
+        }
+    }
+
+    fn note_started(&mut self, conn: &Connection) {
+        if self.started == Started::Unknown {
+            self.started = infer_started(conn);
+        }
+    }
+
     /// The next event; `None` at the end of a clean close, `Some(Err)` once for a failure.
     pub(crate) fn poll_event<T: Transport>(
         &mut self,
@@ -191,6 +210,7 @@ impl Driver {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Event>>> {
         loop {
+            self.note_started(conn);
             match self.phase {
                 Phase::Done => return Poll::Ready(self.pending_error.take().map(|e| Err(*e))),
                 Phase::Draining => {
@@ -263,8 +283,17 @@ impl Driver {
             if let Some(deadline) = conn.poll_timeout() {
                 self.arm(Instant::from_std(deadline));
                 if self.poll_timer(cx).is_ready() {
+                    let was_open = conn.state() == duplex_proto::State::Open;
                     if let Err(e) = conn.handle_timeout(Instant::now().into_std()) {
                         self.pending_error.get_or_insert_with(|| Box::new(e.into()));
+                    }
+                    if was_open
+                        && conn.state() != duplex_proto::State::Open
+                        && conn.error().is_none()
+                        && conn.close_received().is_none()
+                    {
+                        // Only the idle timer closes without a failure.
+                        self.started = Started::IdleTimeout;
                     }
                     continue;
                 }

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+mod close_reason;
 mod driver;
 pub mod error;
 pub mod proxy;
@@ -19,6 +20,7 @@ pub mod upgrade;
 pub mod websocket;
 
 pub use client::ClientConfig;
+pub use close_reason::CloseReason;
 pub use duplex_proto as proto;
 pub use duplex_proto::{
     CloseCode, CloseFrame, Compression, Config, Event, Message, MessageKind, Role, Utf8Bytes,
@@ -26,7 +28,7 @@ pub use duplex_proto::{
 pub use error::{Error, Result};
 pub use reconnect::{ReconnectConfig, ReconnectEvent, ReconnectingClient};
 pub use server::ServerConfig;
-pub use split::{WsReader, WsWriter};
+pub use split::{ReuniteError, WsReader, WsWriter};
 pub use stream::MaybeTlsStream;
 pub use websocket::{Chunk, TrySendError, WebSocket};
 

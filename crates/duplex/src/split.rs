@@ -6,11 +6,12 @@
 //! the closing handshake while the writer waits on a slow peer, and a write-readiness wake-up
 //! goes to both halves so queued bytes always find someone to write them.
 
+use crate::close_reason::CloseReason;
 use crate::driver::{
     into_chunk, into_message, poll_mapped, poll_read_into, poll_write_queue, Driver, Transport,
 };
 use crate::error::{Error, Result};
-use crate::websocket::{Chunk, TrySendError};
+use crate::websocket::{Chunk, TrySendError, WebSocket};
 use bytes::{Bytes, BytesMut};
 use duplex_proto::transmit::TransmitQueue;
 use duplex_proto::{CloseCode, CloseFrame, Compression, Connection, Event, Message, MessageKind};
@@ -54,6 +55,9 @@ struct Inner<S> {
 #[derive(Debug)]
 struct Shared<S> {
     inner: Mutex<Inner<S>>,
+    /// The agreed subprotocol, given back by [`WsReader::reunite`].
+    #[allow(clippy::box_collection)]
+    subprotocol: Option<Box<String>>,
     wakers: Arc<WriteWakers>,
     /// Waker given to every write: wakes both halves.
     wake_both: Waker,
@@ -69,11 +73,13 @@ impl<S> Shared<S> {
     }
 }
 
+#[allow(clippy::box_collection)]
 pub(crate) fn split<S: AsyncRead + AsyncWrite>(
     stream: S,
     conn: Connection,
     driver: Driver,
     write_buffer_limit: usize,
+    subprotocol: Option<Box<String>>,
 ) -> (WsReader<S>, WsWriter<S>) {
     let (read, write) = tokio::io::split(stream);
     let wakers = Arc::new(WriteWakers::default());
@@ -84,6 +90,7 @@ pub(crate) fn split<S: AsyncRead + AsyncWrite>(
             write_buffer_limit,
             transport_done: false,
         }),
+        subprotocol,
         wake_both: Waker::from(Arc::clone(&wakers)),
         wakers,
     });
@@ -188,9 +195,72 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
         polled
     }
 
-    /// The peer's close frame, once received.
+    /// The peer's close frame, once received (a copy: the state is shared with the writer).
+    /// [`close_reason`](Self::close_reason) says more.
     pub fn close_frame(&self) -> Option<CloseFrame> {
         self.shared.lock().conn.close_received().cloned().flatten()
+    }
+
+    /// Why the connection ended (or is ending); `None` while it is open: the same as
+    /// [`WebSocket::close_reason`](crate::WebSocket::close_reason), same type. Ask it where
+    /// the receive loop ends.
+    ///
+    /// ```no_run
+    /// # async fn demo(ws: duplex::WebSocket<tokio::net::TcpStream>) {
+    /// let (mut reader, _writer) = ws.into_split();
+    /// while let Some(Ok(message)) = reader.recv().await {
+    ///     println!("{message:?}");
+    /// }
+    /// if let Some(reason) = reader.close_reason() {
+    ///     println!("ended: {reason:?} (code {})", reason.code().0);
+    /// }
+    /// # }
+    /// ```
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        let inner = self.shared.lock();
+        crate::close_reason::close_reason(
+            &inner.conn,
+            self.driver.started(&inner.conn),
+            self.driver.is_done(),
+        )
+    }
+
+    /// Puts the two halves of one connection back together (the inverse of
+    /// [`WebSocket::into_split`](crate::WebSocket::into_split)). Fails, handing both back,
+    /// if `writer` belongs to another connection.
+    ///
+    /// ```no_run
+    /// # async fn demo(ws: duplex::WebSocket<tokio::net::TcpStream>) -> duplex::Result<()> {
+    /// let (reader, mut writer) = ws.into_split();
+    /// writer.send("from the writer").await?;
+    /// let mut ws = reader.reunite(writer).expect("halves of one connection");
+    /// ws.send("whole again").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn reunite(self, writer: WsWriter<S>) -> std::result::Result<WebSocket<S>, ReuniteError<S>>
+    where
+        S: Unpin,
+    {
+        if !Arc::ptr_eq(&self.shared, &writer.shared) {
+            return Err(ReuniteError(self, writer));
+        }
+        drop(writer.shared);
+        let shared = match Arc::try_unwrap(self.shared) {
+            Ok(shared) => shared,
+            Err(_) => unreachable!("only the two halves hold the shared state"),
+        };
+        let inner = shared
+            .inner
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let stream = self.read.unsplit(inner.write);
+        Ok(WebSocket::from_parts(
+            stream,
+            inner.conn,
+            self.driver,
+            inner.write_buffer_limit,
+            shared.subprotocol,
+        ))
     }
 
     /// Bytes of buffer capacity the connection holds (input, events, output); 0 while idle.
@@ -199,6 +269,18 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
         self.shared.lock().conn.buffer_capacity()
     }
 }
+
+/// [`WsReader::reunite`] was given the writer of another connection: both halves, back.
+#[derive(Debug)]
+pub struct ReuniteError<S>(pub WsReader<S>, pub WsWriter<S>);
+
+impl<S> std::fmt::Display for ReuniteError<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("tried to reunite the halves of two different connections")
+    }
+}
+
+impl<S: std::fmt::Debug> std::error::Error for ReuniteError<S> {}
 
 impl<S: AsyncRead + AsyncWrite> Stream for WsReader<S> {
     type Item = Result<Message>;

@@ -1,5 +1,6 @@
 //! `WebSocket<S>`: an established connection over any tokio byte stream.
 
+use crate::close_reason::CloseReason;
 use crate::driver::{into_chunk, into_message, poll_mapped, poll_write_queue, Driver, Whole};
 use crate::error::{Error, Result};
 use crate::split::{self, WsReader, WsWriter};
@@ -123,9 +124,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         &self.stream
     }
 
-    /// The peer's close frame, once received.
+    /// The underlying stream, mutably: to set socket options, say. Reading or writing
+    /// through it breaks the WebSocket framing; don't.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// The underlying stream, without the WebSocket state: frames queued but not yet written
+    /// and input read but not yet delivered are dropped. For a connection whose closing
+    /// handshake is over, or to hand the socket to code that takes over the protocol.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut ws: duplex::WebSocket<tokio::net::TcpStream>) -> duplex::Result<()> {
+    /// ws.get_mut().set_nodelay(true)?;
+    /// ws.close(duplex::CloseCode::NORMAL, "").await?;
+    /// let tcp: tokio::net::TcpStream = ws.into_inner();
+    /// # Ok(()) }
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.stream
+    }
+
+    /// The peer's close frame, once received. [`close_reason`](Self::close_reason) says more:
+    /// who closed, the idle timeout, failures.
     pub fn close_frame(&self) -> Option<&CloseFrame> {
         self.conn.close_received().and_then(|c| c.as_ref())
+    }
+
+    /// Why the connection ended (or is ending); `None` while it is open. Ask it when
+    /// [`recv`](Self::recv) (or the `Stream`) returned `None`: a clean close by either side,
+    /// the peer's error code (e.g. 1011), our idle timeout (1001), a failure such as a missing
+    /// pong, or a broken transport all end the loop alike. [`WsReader::close_reason`] returns
+    /// the same type. See [`CloseReason`] for a loop example.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> duplex::Result<()> {
+    /// let (mut ws, _) = duplex::connect("ws://127.0.0.1:9001/", &Default::default()).await?;
+    /// while let Some(message) = ws.recv().await {
+    ///     println!("{:?}", message);
+    /// }
+    /// let reason = ws.close_reason().expect("recv() returned None: the connection is over");
+    /// println!("closed with {} (normal: {})", reason.code().0, reason.is_normal());
+    /// # Ok(()) }
+    /// ```
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        crate::close_reason::close_reason(
+            &self.conn,
+            self.driver.started(&self.conn),
+            self.driver.is_done(),
+        )
     }
 
     /// Bytes queued but not yet written beyond which sending waits (`feed`, the [`Sink`]).
@@ -312,10 +359,65 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Ok(())
     }
 
-    /// Splits into a reader and a writer that can be used from two tasks. The reader keeps
-    /// answering pings and the closing handshake even while the writer waits on a slow peer.
+    /// Splits into a **reader** and a **writer** (in that order) for two tasks: the reader
+    /// ([`WsReader`]) receives and keeps answering pings and the closing handshake even while
+    /// the writer ([`WsWriter`]) waits on a slow peer. [`WsReader::reunite`] puts them back
+    /// together.
+    ///
+    /// Not to be confused with [`futures_util::StreamExt::split`], which tokio-tungstenite
+    /// code calls as `ws.split()` and which returns `(sink, stream)`, writer first, as
+    /// `SplitSink`/`SplitStream` halves behind a `BiLock`. Both work here; to use that one call
+    /// it as `StreamExt::split(ws)`.
+    ///
+    /// ```no_run
+    /// # async fn demo(ws: duplex::WebSocket<tokio::net::TcpStream>) -> duplex::Result<()> {
+    /// let (mut reader, mut writer) = ws.into_split();
+    /// tokio::spawn(async move { writer.send("hello").await });
+    /// while let Some(message) = reader.recv().await {
+    ///     println!("{:?}", message?);
+    /// }
+    ///
+    /// // The futures way, sink first:
+    /// # let ws: duplex::WebSocket<tokio::net::TcpStream> = todo!();
+    /// use futures_util::{SinkExt, StreamExt};
+    /// let (mut sink, mut stream) = StreamExt::split(ws);
+    /// sink.send(duplex::Message::from("hello")).await?;
+    /// let _ = stream.next().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn into_split(self) -> (WsReader<S>, WsWriter<S>) {
+        split::split(
+            self.stream,
+            self.conn,
+            self.driver,
+            self.write_buffer_limit,
+            self.subprotocol,
+        )
+    }
+
+    /// Reassembles a connection from its parts ([`WsReader::reunite`]).
+    #[allow(clippy::box_collection)]
+    pub(crate) fn from_parts(
+        stream: S,
+        conn: Connection,
+        driver: Driver,
+        write_buffer_limit: usize,
+        subprotocol: Option<Box<String>>,
+    ) -> Self {
+        WebSocket {
+            stream,
+            conn,
+            driver,
+            write_buffer_limit,
+            subprotocol,
+        }
+    }
+
+    /// The old name of [`into_split`](Self::into_split), kept for existing code: returns
+    /// `(reader, writer)`, unlike the `StreamExt::split` it hides, which returns
+    /// `(sink, stream)`. Prefer `into_split` in new code; this name is to be deprecated.
     pub fn split(self) -> (WsReader<S>, WsWriter<S>) {
-        split::split(self.stream, self.conn, self.driver, self.write_buffer_limit)
+        self.into_split()
     }
 
     fn poll_write_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {

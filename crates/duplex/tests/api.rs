@@ -158,7 +158,7 @@ async fn heartbeat_fails_a_silent_peer_with_1011() {
 #[tokio::test]
 async fn split_reader_keeps_working_while_the_writer_is_blocked() {
     let (addr, server) = serve_one(ServerConfig::default(), |ws| async move {
-        let (mut reader, mut writer) = ws.split();
+        let (mut reader, mut writer) = ws.into_split();
         // The writer floods a peer that does not read: it blocks on a full socket.
         let flood = tokio::spawn(async move {
             let chunk = Bytes::from(vec![0u8; 64 * 1024]);
@@ -183,7 +183,7 @@ async fn split_reader_keeps_working_while_the_writer_is_blocked() {
     })
     .await;
     let (ws, _) = connect(&url(addr), &ClientConfig::default()).await.unwrap();
-    let (mut reader, mut writer) = ws.split();
+    let (mut reader, mut writer) = ws.into_split();
     for i in 0..50 {
         writer.send(format!("msg {i}")).await.unwrap();
     }
@@ -304,7 +304,7 @@ async fn a_peer_that_never_reads_cannot_hold_either_half_forever() {
     config.protocol.pong_timeout = Duration::from_millis(100);
     config.protocol.close_timeout = Duration::from_millis(300);
     let (addr, server) = serve_one(config, |ws| async move {
-        let (mut reader, mut writer) = ws.split();
+        let (mut reader, mut writer) = ws.into_split();
         let flood = tokio::spawn(async move {
             let chunk = Bytes::from(vec![0u8; 256 * 1024]);
             loop {

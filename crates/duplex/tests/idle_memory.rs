@@ -60,7 +60,7 @@ async fn split_reader_releases_buffers_too() {
     let (a, b) = tokio::io::duplex(16 * 1024);
     let server = WebSocket::from_raw(a, Role::Server, Config::default(), &[]);
     let mut client = WebSocket::from_raw(b, Role::Client, Config::default(), &[]);
-    let (mut reader, mut writer) = server.split();
+    let (mut reader, mut writer) = server.into_split();
     let round_trip = async {
         let (sent, received) = tokio::join!(client.send("hello"), reader.recv());
         sent.unwrap();

@@ -1,8 +1,11 @@
 //! Issue 14, "Library: what a new user tripped over": each fix with its test.
 
 use duplex::client::{handshake, handshake_raw, ClientConfig, Target};
-use duplex::Error;
+use duplex::proto::ProtocolError;
+use duplex::{CloseCode, CloseReason, Config, Error, Message, Role, WebSocket, WsReader, WsWriter};
+use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
 
 /// Item 8: `client::handshake` over a caller's stream honours `handshake_timeout`.
 #[tokio::test(start_paused = true)]
@@ -22,4 +25,115 @@ async fn handshake_over_a_callers_stream_honours_the_timeout() {
     let (ours, _silent_peer) = tokio::io::duplex(64 * 1024);
     let err = handshake_raw(ours, &target, &config).await.unwrap_err();
     assert!(matches!(err, Error::HandshakeTimeout(_)), "{err:?}");
+}
+
+/// A connected client/server pair over an in-memory pipe (deterministic with paused time).
+fn pair(client: Config, server: Config) -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
+    let (a, b) = tokio::io::duplex(256 * 1024);
+    (
+        WebSocket::from_raw(a, Role::Client, client, &[]),
+        WebSocket::from_raw(b, Role::Server, server, &[]),
+    )
+}
+
+/// Drains `ws` until its receive loop ends.
+async fn run_out<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocket<S>) {
+    while ws.recv().await.is_some() {}
+}
+
+/// Item 3: a clean close is told from the peer's 1011 and from our idle timeout, on
+/// `WebSocket` and `WsReader` alike (one type, `CloseReason`).
+#[tokio::test(start_paused = true)]
+async fn close_reason_tells_why_the_loop_ended() {
+    // Clean close started by the server.
+    let (mut client, mut server) = pair(Config::default(), Config::default());
+    assert_eq!(client.close_reason(), None, "open");
+    let server_task = tokio::spawn(async move {
+        server.close(CloseCode::NORMAL, "bye").await.unwrap();
+        server.close_reason()
+    });
+    run_out(&mut client).await;
+    let reason = client.close_reason().unwrap();
+    assert!(
+        matches!(&reason, CloseReason::Peer(Some(f)) if f.code == CloseCode::NORMAL && f.reason == "bye"),
+        "{reason:?}"
+    );
+    assert!(reason.is_normal());
+    let server_reason = server_task.await.unwrap().unwrap();
+    assert!(
+        matches!(&server_reason, CloseReason::Local { reply: Some(f) } if f.code == CloseCode::NORMAL),
+        "{server_reason:?}"
+    );
+
+    // The peer's 1011, seen through the split reader.
+    let (client, mut server) = pair(Config::default(), Config::default());
+    let (mut reader, _writer) = client.into_split();
+    let server_task = tokio::spawn(async move {
+        server
+            .close(CloseCode::INTERNAL_ERROR, "db down")
+            .await
+            .unwrap()
+    });
+    while reader.recv().await.is_some() {}
+    let reason: CloseReason = reader.close_reason().unwrap();
+    assert_eq!(reason.code(), CloseCode::INTERNAL_ERROR);
+    assert!(matches!(reason, CloseReason::Peer(Some(_))));
+    assert!(!reason.is_normal());
+    server_task.await.unwrap();
+
+    // Our idle timeout (1001), also through `Stream::next`.
+    let idle = Config {
+        idle_timeout: Some(Duration::from_secs(5)),
+        ..Config::default()
+    };
+    let (mut client, mut server) = pair(idle, Config::default());
+    let server_task = tokio::spawn(async move { run_out(&mut server).await });
+    let started = tokio::time::Instant::now();
+    while client.next().await.is_some() {}
+    assert_eq!(client.close_reason(), Some(CloseReason::IdleTimeout));
+    assert_eq!(client.close_reason().unwrap().code(), CloseCode::GOING_AWAY);
+    assert!(started.elapsed() >= Duration::from_secs(5));
+    server_task.await.unwrap();
+
+    // The transport vanishing without a closing handshake.
+    let (mut client, server) = pair(Config::default(), Config::default());
+    drop(server);
+    assert!(matches!(client.recv().await, Some(Err(_))));
+    assert!(client.recv().await.is_none());
+    let reason = client.close_reason().unwrap();
+    assert!(
+        matches!(reason, CloseReason::Failed(ProtocolError::UnexpectedEof)),
+        "{reason:?}"
+    );
+    assert_eq!(reason.code(), CloseCode::ABNORMAL);
+}
+
+/// Item 1: `into_split` gives `(reader, writer)`; the futures `StreamExt::split` is still
+/// there, sink first, for code written the tokio-tungstenite way.
+#[tokio::test]
+async fn into_split_is_reader_first_and_streamext_split_is_sink_first() {
+    let (client, mut server) = pair(Config::default(), Config::default());
+    let echo = tokio::spawn(async move {
+        while let Some(Ok(m)) = server.recv().await {
+            server.send(m).await.unwrap();
+        }
+    });
+    let (mut reader, mut writer): (WsReader<DuplexStream>, WsWriter<DuplexStream>) =
+        client.into_split();
+    writer.send("split").await.unwrap();
+    assert_eq!(
+        reader.recv().await.unwrap().unwrap(),
+        Message::from("split")
+    );
+    let client = reader.reunite(writer).expect("halves of one connection");
+
+    let (mut sink, mut stream) = StreamExt::split(client);
+    sink.send(Message::from("futures")).await.unwrap();
+    assert_eq!(
+        stream.next().await.unwrap().unwrap(),
+        Message::from("futures")
+    );
+    sink.close().await.unwrap();
+    while stream.next().await.is_some() {}
+    echo.await.unwrap();
 }
