@@ -137,3 +137,30 @@ async fn into_split_is_reader_first_and_streamext_split_is_sink_first() {
     while stream.next().await.is_some() {}
     echo.await.unwrap();
 }
+
+/// Item 2: constructors, accessors and the conversions that were missing (`&String`,
+/// `Utf8Bytes`), through `MessageExt`.
+#[tokio::test]
+async fn message_constructors_and_accessors() {
+    use duplex::{MessageExt, Utf8Bytes};
+    let owned = String::from("from &String");
+    let (mut client, mut server) = pair(Config::default(), Config::default());
+    client.send(Message::text(&owned)).await.unwrap();
+    client
+        .send(Message::text(Utf8Bytes::from("from Utf8Bytes")))
+        .await
+        .unwrap();
+    client.send(Message::binary(vec![0u8, 1, 2])).await.unwrap();
+
+    let first = server.recv().await.unwrap().unwrap();
+    assert!(first.is_text() && !first.is_binary());
+    assert_eq!(first.as_text(), Some("from &String"));
+    let second = server.recv().await.unwrap().unwrap();
+    assert_eq!(second.into_text().unwrap(), "from Utf8Bytes");
+    let third = server.recv().await.unwrap().unwrap();
+    assert!(third.is_binary());
+    assert_eq!(third.as_text(), None);
+    assert_eq!(third.clone().into_text(), None);
+    assert_eq!(&third.into_data()[..], &[0, 1, 2]);
+    assert_eq!(&Message::from("abc").into_data()[..], b"abc");
+}
