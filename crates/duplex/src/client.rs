@@ -76,6 +76,9 @@ impl ClientConfig {
     ///     .origin("https://example.com")
     ///     .handshake_timeout(Duration::from_secs(5))
     ///     .ping_interval(Duration::from_secs(20))
+    ///     .pong_timeout(Duration::from_secs(10))
+    ///     .idle_timeout(Duration::from_secs(300))
+    ///     .close_timeout(Duration::from_secs(5))
     ///     .deflate(true);
     /// assert_eq!(config.subprotocols, ["chat.v2"]);
     /// ```
@@ -107,17 +110,7 @@ impl ClientConfig {
         self
     }
 
-    /// Sends heartbeat pings after this long without traffic (see `Config::ping_interval`).
-    pub fn ping_interval(mut self, interval: Duration) -> Self {
-        self.protocol.ping_interval = Some(interval);
-        self
-    }
-
-    /// Largest message accepted, in bytes.
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.protocol.max_message_size = bytes;
-        self
-    }
+    crate::server::protocol_builders!();
 
     /// Offers permessage-deflate with the default parameters (or stops offering it).
     pub fn deflate(mut self, enabled: bool) -> Self {

@@ -39,6 +39,102 @@ impl Default for ServerConfig {
     }
 }
 
+/// The builder methods for the connection settings (`protocol: Config`) that `ClientConfig`
+/// and `ServerConfig` share.
+macro_rules! protocol_builders {
+    () => {
+        /// Replaces all the connection settings (limits and timers) at once.
+        pub fn protocol(mut self, protocol: duplex_proto::Config) -> Self {
+            self.protocol = protocol;
+            self
+        }
+
+        /// Sends a heartbeat ping when nothing was received for this long (`Config::ping_interval`;
+        /// default none). With no answer (pong or any frame) within
+        /// [`pong_timeout`](Self::pong_timeout), the connection fails with 1011.
+        pub fn ping_interval(mut self, interval: std::time::Duration) -> Self {
+            self.protocol.ping_interval = Some(interval);
+            self
+        }
+
+        /// How long to wait for the answer to a heartbeat ping (`Config::pong_timeout`;
+        /// default 20 s). See [`ping_interval`](Self::ping_interval).
+        pub fn pong_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.protocol.pong_timeout = timeout;
+            self
+        }
+
+        /// Closes the connection with 1001 `"idle timeout"` after this long without a message
+        /// either way (`Config::idle_timeout`; default none).
+        pub fn idle_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.protocol.idle_timeout = Some(timeout);
+            self
+        }
+
+        /// How long the closing handshake may take before the connection is dropped
+        /// (`Config::close_timeout`).
+        pub fn close_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.protocol.close_timeout = timeout;
+            self
+        }
+
+        /// Largest message accepted, in bytes (`Config::max_message_size`).
+        pub fn max_message_size(mut self, bytes: usize) -> Self {
+            self.protocol.max_message_size = bytes;
+            self
+        }
+
+        /// Largest frame accepted, in bytes (`Config::max_frame_size`).
+        pub fn max_frame_size(mut self, bytes: usize) -> Self {
+            self.protocol.max_frame_size = bytes;
+            self
+        }
+    };
+}
+pub(crate) use protocol_builders;
+
+impl ServerConfig {
+    /// Default settings, to refine with the builder methods below.
+    ///
+    /// ```
+    /// use duplex::ServerConfig;
+    /// use std::time::Duration;
+    /// let config = ServerConfig::new()
+    ///     .subprotocol("chat.v2")
+    ///     .handshake_timeout(Duration::from_secs(5))
+    ///     .ping_interval(Duration::from_secs(20))
+    ///     .pong_timeout(Duration::from_secs(10))
+    ///     .idle_timeout(Duration::from_secs(300))
+    ///     .close_timeout(Duration::from_secs(5))
+    ///     .max_message_size(1 << 20)
+    ///     .deflate(true);
+    /// assert_eq!(config.protocol.pong_timeout, Duration::from_secs(10));
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a subprotocol we speak (call again for more, most preferred first).
+    pub fn subprotocol(mut self, protocol: impl Into<String>) -> Self {
+        self.subprotocols.push(protocol.into());
+        self
+    }
+
+    /// How long a client may take to send its request.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Accepts permessage-deflate when offered, with the default parameters (or refuses it).
+    pub fn deflate(mut self, enabled: bool) -> Self {
+        self.deflate.enabled = enabled;
+        self
+    }
+
+    protocol_builders!();
+}
+
 /// An application's refusal of an upgrade request (e.g. a bad `Origin` or missing auth).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {

@@ -334,3 +334,72 @@ async fn axum_refuses_non_upgrade_requests() {
     );
     assert!(bad_key.contains("Sec-WebSocket-Key"), "{bad_key}");
 }
+
+/// A valid handshake request whose connection can never be upgraded (not served by hyper).
+fn unservable_upgrade_parts() -> http::request::Parts {
+    let mut request = Request::builder()
+        .method("GET")
+        .uri("/ws")
+        .header("host", "example.com")
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-protocol", "v1.chat, v2.chat")
+        .body(())
+        .unwrap();
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    request.extensions_mut().insert(on_upgrade);
+    request.into_parts().0
+}
+
+/// Issue 14 item 7: a failed hand-over reaches `on_failed_upgrade`, and the `on_upgrade`
+/// callback is not called.
+#[tokio::test]
+async fn axum_on_failed_upgrade_gets_the_error() {
+    use axum::extract::FromRequestParts;
+    let mut parts = unservable_upgrade_parts();
+    let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
+        .await
+        .unwrap();
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
+    let response = upgrade
+        .on_failed_upgrade(move |e| {
+            let _ = failed_tx.send(e);
+        })
+        .on_upgrade(|_ws| async { panic!("the upgrade cannot succeed") });
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let error = tokio::time::timeout(LIMIT, failed_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(error, Error::Upgrade(_)), "{error:?}");
+}
+
+/// Issue 14 item 4: `config` no longer drops subprotocols set before it with `protocols`;
+/// a config with its own subprotocols replaces them; `protocols` after `config` replaces.
+#[tokio::test]
+async fn axum_config_keeps_protocols_set_before_it() {
+    use axum::extract::FromRequestParts;
+    let upgrade = || async {
+        WebSocketUpgrade::from_request_parts(&mut unservable_upgrade_parts(), &())
+            .await
+            .unwrap()
+    };
+    let timers = ServerConfig::new().idle_timeout(Duration::from_secs(60));
+    let kept = upgrade()
+        .await
+        .protocols(["v2.chat"])
+        .config(timers.clone());
+    assert_eq!(kept.selected_protocol(), Some("v2.chat"));
+    let after = upgrade()
+        .await
+        .config(timers.clone())
+        .protocols(["v2.chat"]);
+    assert_eq!(after.selected_protocol(), Some("v2.chat"));
+    let replaced = upgrade()
+        .await
+        .protocols(["v2.chat"])
+        .config(timers.subprotocol("v1.chat"));
+    assert_eq!(replaced.selected_protocol(), Some("v1.chat"));
+}

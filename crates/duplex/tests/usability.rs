@@ -164,3 +164,54 @@ async fn message_constructors_and_accessors() {
     assert_eq!(&third.into_data()[..], &[0, 1, 2]);
     assert_eq!(&Message::from("abc").into_data()[..], b"abc");
 }
+
+/// Item 4: every timer has a builder, on `ClientConfig` and `ServerConfig` alike.
+#[test]
+fn timer_builders_on_client_and_server_config() {
+    use duplex::ServerConfig;
+    let s = Duration::from_secs;
+    let client = ClientConfig::new()
+        .ping_interval(s(1))
+        .pong_timeout(s(2))
+        .idle_timeout(s(3))
+        .close_timeout(s(4))
+        .max_frame_size(5)
+        .max_message_size(6);
+    let server = ServerConfig::new()
+        .ping_interval(s(1))
+        .pong_timeout(s(2))
+        .idle_timeout(s(3))
+        .close_timeout(s(4))
+        .max_frame_size(5)
+        .max_message_size(6)
+        .subprotocol("chat")
+        .handshake_timeout(s(7))
+        .deflate(true);
+    for protocol in [&client.protocol, &server.protocol] {
+        assert_eq!(protocol.ping_interval, Some(s(1)));
+        assert_eq!(protocol.pong_timeout, s(2));
+        assert_eq!(protocol.idle_timeout, Some(s(3)));
+        assert_eq!(protocol.close_timeout, s(4));
+        assert_eq!(protocol.max_frame_size, 5);
+        assert_eq!(protocol.max_message_size, 6);
+    }
+    assert_eq!(server.subprotocols, ["chat"]);
+    assert_eq!(server.handshake_timeout, s(7));
+    assert!(server.deflate.enabled);
+    let whole = ServerConfig::new().protocol(Config {
+        auto_pong: false,
+        ..Config::default()
+    });
+    assert!(!whole.protocol.auto_pong);
+}
+
+/// Item 7: `get_mut` and `into_inner` reach the stream.
+#[tokio::test]
+async fn get_mut_and_into_inner_reach_the_stream() {
+    let (mut client, mut server) = pair(Config::default(), Config::default());
+    let _: &mut DuplexStream = client.get_mut();
+    let server_task = tokio::spawn(async move { run_out(&mut server).await });
+    client.close(CloseCode::NORMAL, "").await.unwrap();
+    let _stream: DuplexStream = client.into_inner();
+    server_task.await.unwrap();
+}

@@ -26,6 +26,7 @@
 //! ```
 
 use super::{accept, validate, UpgradeError, UpgradedIo};
+use crate::error::Error;
 use crate::server::ServerConfig;
 use crate::websocket::WebSocket;
 use axum::extract::FromRequestParts;
@@ -48,11 +49,21 @@ use std::future::Future;
 /// [`config`](Self::config) is called): its subprotocols, permessage-deflate policy and
 /// protocol limits apply; its handshake timeout and head limits do not (axum and hyper read
 /// the request).
-#[derive(Debug)]
 pub struct WebSocketUpgrade {
     offer: ClientOffer,
     on_upgrade: OnUpgrade,
     config: ServerConfig,
+    on_failed: Option<Box<dyn FnOnce(Error) + Send + 'static>>,
+}
+
+impl std::fmt::Debug for WebSocketUpgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocketUpgrade")
+            .field("offer", &self.offer)
+            .field("config", &self.config)
+            .field("on_failed_upgrade", &self.on_failed.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
@@ -68,6 +79,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
             offer,
             on_upgrade,
             config: ServerConfig::default(),
+            on_failed: None,
         })
     }
 }
@@ -75,7 +87,8 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
 impl WebSocketUpgrade {
     /// Sets the subprotocols we speak, most preferred first: the first one the client also
     /// offered is selected (none if there is no overlap). Replaces
-    /// [`ServerConfig::subprotocols`]; call it after [`config`](Self::config).
+    /// [`ServerConfig::subprotocols`], whether set before or after [`config`](Self::config)
+    /// (which keeps them unless its own list is not empty).
     pub fn protocols<I>(mut self, protocols: I) -> Self
     where
         I: IntoIterator,
@@ -85,9 +98,48 @@ impl WebSocketUpgrade {
         self
     }
 
-    /// Replaces the whole configuration (subprotocols included).
-    pub fn config(mut self, config: ServerConfig) -> Self {
+    /// Replaces the configuration. Subprotocols set before with
+    /// [`protocols`](Self::protocols) are kept when `config.subprotocols` is empty, so the two
+    /// calls work in either order; a non-empty `config.subprotocols` replaces them.
+    ///
+    /// ```
+    /// # use duplex::upgrade::axum::WebSocketUpgrade;
+    /// # fn handler(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
+    /// use duplex::ServerConfig;
+    /// use std::time::Duration;
+    /// upgrade
+    ///     .protocols(["chat.v2"]) // kept: the config names no subprotocol
+    ///     .config(ServerConfig::new().idle_timeout(Duration::from_secs(60)))
+    /// # }
+    /// ```
+    pub fn config(mut self, mut config: ServerConfig) -> Self {
+        if config.subprotocols.is_empty() {
+            config.subprotocols = std::mem::take(&mut self.config.subprotocols);
+        }
         self.config = config;
+        self
+    }
+
+    /// Calls `callback` with the error if the connection cannot be handed over after the
+    /// `101` (the client went away first, or the server does not support upgrades): then
+    /// the [`on_upgrade`](Self::on_upgrade) callback is not called. Without it the failure is
+    /// only logged (tracing, debug level).
+    ///
+    /// ```no_run
+    /// use duplex::upgrade::axum::WebSocketUpgrade;
+    /// async fn handler(upgrade: WebSocketUpgrade) -> axum::response::Response {
+    ///     upgrade
+    ///         .on_failed_upgrade(|e| eprintln!("WebSocket upgrade failed: {e}"))
+    ///         .on_upgrade(|mut ws| async move {
+    ///             let _ = ws.send("hi").await;
+    ///         })
+    /// }
+    /// ```
+    pub fn on_failed_upgrade<F>(mut self, callback: F) -> Self
+    where
+        F: FnOnce(Error) + Send + 'static,
+    {
+        self.on_failed = Some(Box::new(callback));
         self
     }
 
@@ -112,8 +164,9 @@ impl WebSocketUpgrade {
     /// Accepts the handshake: returns the `101 Switching Protocols` response and spawns a
     /// tokio task that runs `callback` with the connection once axum has sent it.
     ///
-    /// If the connection is lost before it is handed over, `callback` is not called (the
-    /// failure is logged at debug level).
+    /// If the connection is lost before it is handed over, `callback` is not called: the
+    /// failure goes to [`on_failed_upgrade`](Self::on_failed_upgrade)'s callback (logged at
+    /// debug level without one).
     pub fn on_upgrade<F, Fut>(self, callback: F) -> Response
     where
         F: FnOnce(WebSocket<UpgradedIo>) -> Fut + Send + 'static,
@@ -124,10 +177,14 @@ impl WebSocketUpgrade {
             Err(refused) => return refused.into_response(),
         };
         let pending = accepted.with(self.on_upgrade);
+        let on_failed = self.on_failed;
         tokio::spawn(async move {
             match pending.await {
                 Ok(ws) => callback(ws).await,
-                Err(e) => tracing::debug!("WebSocket upgrade not completed: {e}"),
+                Err(e) => match on_failed {
+                    Some(on_failed) => on_failed(e),
+                    None => tracing::debug!("WebSocket upgrade not completed: {e}"),
+                },
             }
         });
         response.map(axum::body::Body::new)
