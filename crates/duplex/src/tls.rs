@@ -379,6 +379,17 @@ pub(crate) fn error_hint(e: &rustls::Error) -> &'static str {
             " (the server's certificate does not name the host in the URL; connect with a \
              host name the certificate lists)"
         }
+        rustls::Error::InvalidCertificate(C::Other(other))
+            if format!("{:?}", other.0).contains("CaUsedAsEndEntity") =>
+        {
+            " (the server presents a CA certificate (basicConstraints CA:TRUE) as its own, as \
+             `openssl req -x509` makes by default; a server needs a leaf certificate: make a \
+             CA, sign a leaf for the host with it (mkcert does both; with openssl, `req -x509` \
+             for the CA, then `req -new` and `x509 -req -CA ... -extfile` with subjectAltName \
+             and basicConstraints=CA:FALSE for the leaf), serve the leaf and trust the CA with \
+             `tls::client_config_with_roots`; or trust the certificate differently, with your \
+             own rustls `ServerCertVerifier`)"
+        }
         _ => "",
     }
 }

@@ -412,3 +412,33 @@ async fn one_connect_for_ws_and_wss() {
     ws_server.await.unwrap();
     wss_server.await.unwrap();
 }
+
+/// Issue 14 item 9: a self-signed CA certificate served as the server's own (what
+/// `openssl req -x509` makes) fails with `CaUsedAsEndEntity`, and the error says what to do.
+#[tokio::test]
+async fn self_signed_ca_as_server_certificate_gets_a_hint() {
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let server_config =
+        server_config_from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
+    let (addr, _server) = echo_server(server_config, 1).await;
+
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let config = ClientConfig::new().tls(client_config_with_roots(roots).unwrap());
+    let url = format!("wss://localhost:{}/", addr.port());
+    let err = tokio::time::timeout(LIMIT, duplex::connect(&url, &config))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, Error::Tls(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("CaUsedAsEndEntity"), "{text}");
+    assert!(text.contains("leaf certificate"), "{text}");
+    assert!(text.contains("client_config_with_roots"), "{text}");
+}
