@@ -52,6 +52,19 @@ macro_rules! protocol_builders {
         /// Sends a heartbeat ping when nothing was received for this long (`Config::ping_interval`;
         /// default none). With no answer (pong or any frame) within
         /// [`pong_timeout`](Self::pong_timeout), the connection fails with 1011.
+        ///
+        /// When a dead peer (holding the connection open, sending nothing) is reported: the
+        /// failure happens `ping_interval + pong_timeout` after the last frame received; our
+        /// 1011 close frame is queued, and `recv` returns
+        /// `Err(Error::Protocol(ProtocolError::PongTimeout(_)))` once the closing procedure is
+        /// over. A server shuts its side down at once and then reads what the peer still
+        /// sends for up to `min(close_timeout, 2 s)`; a client first waits up to
+        /// `close_timeout` for the server to close TCP, then does the same. So the error comes
+        /// `ping_interval + pong_timeout + min(close_timeout, 2 s)` after the last traffic on a
+        /// server, and `ping_interval + pong_timeout + close_timeout + min(close_timeout, 2 s)`
+        /// on a client (sooner if the peer closes the connection); lower
+        /// [`close_timeout`](Self::close_timeout) to shorten it. Afterwards `close_reason()`
+        /// is `CloseReason::Failed(ProtocolError::PongTimeout(_))`.
         pub fn ping_interval(mut self, interval: std::time::Duration) -> Self {
             self.protocol.ping_interval = Some(interval);
             self

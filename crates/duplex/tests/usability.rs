@@ -215,3 +215,42 @@ async fn get_mut_and_into_inner_reach_the_stream() {
     let _stream: DuplexStream = client.into_inner();
     server_task.await.unwrap();
 }
+
+/// Item 6: when a heartbeat fails is exact and documented: a dead peer (holds the socket,
+/// never answers) is noticed `ping_interval + pong_timeout` after the last traffic; the
+/// error then comes out of `recv` after the closing procedure, bounded by
+/// `min(close_timeout, 2 s)` on a server, and by `close_timeout + min(close_timeout, 2 s)` on a
+/// client (which first waits for the server to close TCP).
+#[tokio::test(start_paused = true)]
+async fn heartbeat_failure_timing_is_bounded() {
+    let s = Duration::from_secs;
+    for (role, close_timeout, expected) in [
+        (Role::Server, s(10), s(10 + 5 + 2)),
+        (Role::Server, s(1), s(10 + 5 + 1)),
+        (Role::Client, s(10), s(10 + 5 + 10 + 2)),
+        (Role::Client, s(1), s(10 + 5 + 1 + 1)),
+    ] {
+        let config = Config {
+            ping_interval: Some(s(10)),
+            pong_timeout: s(5),
+            close_timeout,
+            ..Config::default()
+        };
+        let (ours, _dead_peer) = tokio::io::duplex(256 * 1024);
+        let mut ws = WebSocket::from_raw(ours, role, config, &[]);
+        let started = tokio::time::Instant::now();
+        let err = ws.recv().await.unwrap().unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(
+            matches!(err, Error::Protocol(ProtocolError::PongTimeout(d)) if d == s(5)),
+            "{role:?}: {err:?}"
+        );
+        assert_eq!(
+            elapsed, expected,
+            "{role:?}, close_timeout {close_timeout:?}"
+        );
+        assert!(ws.recv().await.is_none());
+        let reason = ws.close_reason().unwrap();
+        assert_eq!(reason.code(), CloseCode::INTERNAL_ERROR);
+    }
+}
