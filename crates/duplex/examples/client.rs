@@ -1,12 +1,11 @@
 //! A line-oriented client: sends each line of standard input as a text message and prints
-//! what arrives.
+//! what arrives. `ws://` and `wss://` alike (`duplex::connect`).
 //!
 //! ```text
 //! cargo run -p duplex --example client -- ws://127.0.0.1:9002/
 //! ```
 
-use duplex::client::{connect, ClientConfig};
-use duplex::{CloseCode, Message};
+use duplex::{connect, ClientConfig, CloseCode, Message};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::main]
@@ -28,8 +27,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Err(e) => return eprintln!("error: {e}"),
             }
         }
-        if let Some(close) = reader.close_frame() {
-            eprintln!("closed: {} {}", close.code, close.reason);
+        // Why the loop ended: the server's close, ours, a failure...
+        if let Some(reason) = reader.close_reason() {
+            eprintln!("closed ({}): {reason:?}", reason.code());
         }
     });
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
