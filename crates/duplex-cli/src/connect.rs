@@ -487,7 +487,7 @@ async fn run_once(
         .await
         .map_err(|e| describe_connect_error(url, &config, e))?;
     out.open(negotiated.protocol.as_deref());
-    let (mut reader, mut writer) = ws.split();
+    let (mut reader, mut writer) = ws.into_split();
     // Whether stdin ended first (our close frame went out before the peer's).
     let we_closed = std::cell::Cell::new(false);
     let mut peer_close: Option<Option<CloseFrame>> = None;

@@ -156,6 +156,19 @@ impl From<String> for Message {
     }
 }
 
+impl From<&String> for Message {
+    fn from(s: &String) -> Self {
+        Message::Text(s.as_str().into())
+    }
+}
+
+/// Echoing or broadcasting a received text: `Message::from(text)` keeps its bytes shared.
+impl From<Utf8Bytes> for Message {
+    fn from(t: Utf8Bytes) -> Self {
+        Message::Text(t)
+    }
+}
+
 impl From<Bytes> for Message {
     fn from(b: Bytes) -> Self {
         Message::Binary(b)

@@ -41,7 +41,7 @@ pub async fn run(
     protocol: Option<String>,
     client: Option<IpAddr>,
 ) {
-    let (reader, writer) = ws.split();
+    let (reader, writer) = ws.into_split();
     match state
         .hub
         .connect_with_protocol(&key, protocol.as_deref())
@@ -63,7 +63,7 @@ pub async fn run(
 
 /// Answers a WebSocket the hub will not serve (e.g. a path other than `/app/{key}`).
 pub async fn refuse(ws: WebSocket<UpgradedIo>, refused: Refused, state: Arc<State>) {
-    let (reader, writer) = ws.split();
+    let (reader, writer) = ws.into_split();
     refuse_split(reader, writer, refused, state.close_grace).await;
 }
 

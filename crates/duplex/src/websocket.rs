@@ -415,7 +415,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// The old name of [`into_split`](Self::into_split), kept for existing code: returns
     /// `(reader, writer)`, unlike the `StreamExt::split` it hides, which returns
-    /// `(sink, stream)`. Prefer `into_split` in new code; this name is to be deprecated.
+    /// `(sink, stream)`.
+    #[deprecated(
+        since = "0.1.0",
+        note = "use into_split(): it returns (reader, writer), while StreamExt::split returns (sink, stream)"
+    )]
     pub fn split(self) -> (WsReader<S>, WsWriter<S>) {
         self.into_split()
     }

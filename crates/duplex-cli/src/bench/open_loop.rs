@@ -29,7 +29,7 @@ pub async fn run(ws: WebSocket<TcpStream>, ctx: &ConnCtx<'_>) -> ConnOutcome {
     let interval = Duration::from_secs_f64(1.0 / ctx.run.rate);
     // Spread the connections' sends evenly over one interval.
     let first = ctx.start + interval.mul_f64(ctx.index as f64 / ctx.run.connections.max(1) as f64);
-    let (mut reader, mut writer) = ws.split();
+    let (mut reader, mut writer) = ws.into_split();
     // The writer hands each message's intended and actual send times to the reader before
     // sending it.
     let (intended_tx, mut intended_rx) = mpsc::unbounded_channel::<(Instant, Instant)>();
