@@ -83,6 +83,12 @@ impl From<String> for Utf8Bytes {
     }
 }
 
+impl From<&String> for Utf8Bytes {
+    fn from(s: &String) -> Self {
+        s.as_str().into()
+    }
+}
+
 impl From<&str> for Utf8Bytes {
     fn from(s: &str) -> Self {
         Utf8Bytes(Bytes::copy_from_slice(s.as_bytes()))
@@ -125,6 +131,68 @@ pub enum Message {
 }
 
 impl Message {
+    /// A text message from `&str`, `String`, `&String` or [`Utf8Bytes`] (a received text:
+    /// its bytes stay shared).
+    ///
+    /// ```
+    /// use duplex_proto::{Message, Utf8Bytes};
+    ///
+    /// let hello = Message::text("hello");
+    /// assert!(hello.is_text() && !hello.is_binary());
+    /// assert_eq!(hello.as_text(), Some("hello"));
+    /// let name = String::from("Ada");
+    /// assert_eq!(Message::text(&name), Message::from("Ada"));
+    /// let received = Utf8Bytes::from("shared");
+    /// assert_eq!(Message::text(received), Message::from("shared"));
+    ///
+    /// let data = Message::binary(vec![1u8, 2, 3]);
+    /// assert_eq!(data.as_text(), None);
+    /// assert_eq!(&data.into_data()[..], &[1, 2, 3]);
+    /// assert_eq!(Message::from("hi").into_text().as_deref(), Some("hi"));
+    /// ```
+    pub fn text(text: impl Into<Utf8Bytes>) -> Message {
+        Message::Text(text.into())
+    }
+
+    /// A binary message from `Vec<u8>`, `Bytes`, `&'static [u8]`...
+    pub fn binary(data: impl Into<Bytes>) -> Message {
+        Message::Binary(data.into())
+    }
+
+    /// Whether it is a text message.
+    pub fn is_text(&self) -> bool {
+        matches!(self, Message::Text(_))
+    }
+
+    /// Whether it is a binary message.
+    pub fn is_binary(&self) -> bool {
+        matches!(self, Message::Binary(_))
+    }
+
+    /// The text of a text message; `None` for a binary one.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Message::Text(text) => Some(text.as_str()),
+            Message::Binary(_) => None,
+        }
+    }
+
+    /// The text of a text message; `None` for a binary one.
+    pub fn into_text(self) -> Option<Utf8Bytes> {
+        match self {
+            Message::Text(text) => Some(text),
+            Message::Binary(_) => None,
+        }
+    }
+
+    /// The payload, whatever the type (no copy).
+    pub fn into_data(self) -> Bytes {
+        match self {
+            Message::Text(text) => text.into_bytes(),
+            Message::Binary(data) => data,
+        }
+    }
+
     /// The payload bytes, whatever the type.
     pub fn as_bytes(&self) -> &[u8] {
         match self {

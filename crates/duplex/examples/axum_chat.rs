@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use duplex::upgrade::axum::WebSocketUpgrade;
 use duplex::upgrade::UpgradedIo;
-use duplex::{CloseCode, Message, MessageExt, ServerConfig, WebSocket};
+use duplex::{CloseCode, Message, ServerConfig, WebSocket};
 use std::time::Duration;
 use tokio::sync::broadcast;
 

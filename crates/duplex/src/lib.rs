@@ -8,7 +8,6 @@ pub mod client;
 mod close_reason;
 mod driver;
 pub mod error;
-mod message_ext;
 pub mod proxy;
 pub mod reconnect;
 pub mod server;
@@ -27,7 +26,6 @@ pub use duplex_proto::{
     CloseCode, CloseFrame, Compression, Config, Event, Message, MessageKind, Role, Utf8Bytes,
 };
 pub use error::{Error, Result};
-pub use message_ext::{IntoText, MessageExt};
 pub use reconnect::{ReconnectConfig, ReconnectEvent, ReconnectingClient};
 pub use server::ServerConfig;
 pub use split::{ReuniteError, WsReader, WsWriter};

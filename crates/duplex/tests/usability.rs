@@ -139,10 +139,10 @@ async fn into_split_is_reader_first_and_streamext_split_is_sink_first() {
 }
 
 /// Item 2: constructors, accessors and the conversions that were missing (`&String`,
-/// `Utf8Bytes`), through `MessageExt`.
+/// `Utf8Bytes`), inherent on `Message`.
 #[tokio::test]
 async fn message_constructors_and_accessors() {
-    use duplex::{MessageExt, Utf8Bytes};
+    use duplex::Utf8Bytes;
     let owned = String::from("from &String");
     let (mut client, mut server) = pair(Config::default(), Config::default());
     client.send(Message::text(&owned)).await.unwrap();
