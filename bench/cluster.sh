@@ -15,25 +15,24 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export DUPLEX_CLUSTER_BENCH_ROOT="$ROOT"
 export DUPLEX_CLUSTER_BENCH_ARGV="$*"
 exec python3 - "$@" <<'PY'
-"""Cluster fan-out benchmark (see bench/cluster.sh). Python 3 standard library only."""
+"""Cluster fan-out benchmark (see bench/cluster.sh). Python 3 standard library only;
+the helpers it shares with the other hub benchmarks are in bench/lib/hubbench.py."""
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import shlex
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 
 ROOT = os.environ["DUPLEX_CLUSTER_BENCH_ROOT"]
+sys.path.insert(0, os.path.join(ROOT, "bench", "lib"))
+sys.dont_write_bytecode = True  # no __pycache__ in bench/lib
+import hubbench as hb  # noqa: E402
+from hubbench import (  # noqa: E402
+    Redis, core_ticks, fmt, median, other_load, process_ticks, span, stop, tail)
+
 DUPLEX = os.path.join(ROOT, "target", "release", "duplex")
 BEGIN = "<!-- cluster-fanout:begin -->"
 END = "<!-- cluster-fanout:end -->"
@@ -41,8 +40,6 @@ APP_ID = "app-id"
 CHANNEL = "duplex-bench"
 PAYLOAD = 100
 SOURCES = "127.0.0.2-127.0.0.9"
-PORT_WAIT_S = 15.0
-STOP_S = 5.0
 CLIENT_SLACK_S = 90.0
 # Late deliveries are waited for this long after the window before they count as lost: on a
 # shared machine a starved server falls seconds behind without losing anything.
@@ -60,183 +57,7 @@ WORKLOADS = {
 }
 
 
-def log(msg):
-    print(f"[cluster {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def _die_with_parent():
-    """In the child: SIGTERM when this runner dies (PR_SET_PDEATHSIG), so nothing outlives it."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop(proc, grace=STOP_S):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=grace)
-    return proc.returncode
-
-
-def tail(path, n=5):
-    try:
-        with open(path, errors="replace") as f:
-            lines = [l.rstrip() for l in f if l.strip()]
-        return " | ".join(lines[-n:])
-    except OSError:
-        return ""
-
-
-def sh(cmd):
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-
-
-def spawn(argv, logfile, cpu):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DUPLEX_")}
-    env["DUPLEX_LOG"] = "warn"
-    return subprocess.Popen(
-        ["taskset", "-c", str(cpu)] + argv,
-        stdin=subprocess.DEVNULL,
-        stdout=logfile,
-        stderr=subprocess.STDOUT,
-        env=env,
-        preexec_fn=_die_with_parent,
-    )
-
-
-class Redis:
-    """redis-server without persistence, pinned to the servers' CPU; RESP over a socket."""
-
-    def __init__(self, tmp, cpu):
-        self.port = free_port()
-        self.log = os.path.join(tmp, "redis.log")
-        self.proc = spawn(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--protected-mode", "no", "--dir", tmp,
-             "--logfile", self.log],
-            subprocess.DEVNULL, cpu)
-        deadline = time.monotonic() + PORT_WAIT_S
-        while time.monotonic() < deadline:
-            try:
-                if self.command("PING") == "PONG":
-                    return
-            except OSError:
-                pass
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start: {tail(self.log)}")
-
-    @property
-    def pid(self):
-        return self.proc.pid  # taskset execs redis-server: same pid
-
-    @property
-    def url(self):
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def command(self, *args):
-        req = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(req.encode())
-            f = s.makefile("rb")
-            return self._reply(f)
-
-    def _reply(self, f):
-        line = f.readline().decode().rstrip("\r\n")
-        kind, rest = line[:1], line[1:]
-        if kind in "+":
-            return rest
-        if kind == "-":
-            raise OSError(f"redis: {rest}")
-        if kind == ":":
-            return int(rest)
-        if kind == "$":
-            n = int(rest)
-            if n < 0:
-                return None
-            data = f.read(n + 2)
-            return data[:-2].decode(errors="replace")
-        if kind == "*":
-            return [self._reply(f) for _ in range(int(rest))]
-        raise OSError(f"redis: unexpected reply {line!r}")
-
-    def publish_stats(self):
-        """(calls, usec) of PUBLISH so far (INFO commandstats)."""
-        for line in self.command("INFO", "commandstats").splitlines():
-            if line.startswith("cmdstat_publish:"):
-                fields = dict(kv.split("=", 1) for kv in line.split(":", 1)[1].split(","))
-                return int(fields["calls"]), int(fields["usec"])
-        return 0, 0
-
-    def publish_calls(self):
-        return self.publish_stats()[0]
-
-    def cpu_s(self):
-        """used_cpu_user + used_cpu_sys of redis-server (getrusage: microsecond resolution)."""
-        info = dict(l.split(":", 1) for l in self.command("INFO", "cpu").splitlines()
-                    if ":" in l)
-        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-    def numsub(self, channel):
-        reply = self.command("PUBSUB", "NUMSUB", channel)
-        return int(reply[1])
-
-    def version(self):
-        for line in self.command("INFO", "server").splitlines():
-            if line.startswith("redis_version:"):
-                return line.split(":", 1)[1].strip()
-        return "?"
-
-
-def core_ticks():
-    """{cpu index: (busy, total)} clock ticks since boot, from /proc/stat."""
-    out = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            name, *fields = line.split()
-            if name.startswith("cpu") and name[3:].isdigit():
-                v = [int(x) for x in fields[:8]]
-                out[int(name[3:])] = (sum(v) - v[3] - v[4], sum(v))
-    return out
-
-
-def process_ticks(pid):
-    """utime + stime of a process and its threads, in clock ticks (None once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def other_load(before, after, cpu, own_ticks):
-    """Share of `cpu` used by processes other than ours between two core_ticks() samples."""
-    try:
-        busy = after[cpu][0] - before[cpu][0]
-        total = after[cpu][1] - before[cpu][1]
-    except KeyError:
-        return None
-    if total <= 0:
-        return None
-    return round(min(1.0, max(0.0, (busy - own_ticks) / total)), 3)
+log = hb.make_log("cluster")
 
 
 def redis_window(redis, channel, client, publish_before, args, deadline):
@@ -265,27 +86,8 @@ def redis_window(redis, channel, client, publish_before, args, deadline):
 
 
 def start_node(tmp, tag, i, redis, prefix, cpu):
-    port = free_port()
-    logpath = os.path.join(tmp, f"{tag}-node{i}.log")
-    argv = [DUPLEX, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-demo"]
-    if redis is not None:
-        argv += ["--redis", redis.url, "--redis-prefix", prefix]
-    with open(logpath, "w") as logfile:
-        proc = spawn(argv, logfile, cpu)
-    # Ready: /ready answers 200 (with Redis: once the node is registered).
-    deadline = time.monotonic() + PORT_WAIT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
-                if r.status == 200:
-                    return proc, port, logpath
-        except OSError:
-            pass
-        time.sleep(0.05)
-    stop(proc)
-    raise RuntimeError(f"node {i} did not become ready: {tail(logpath)}")
+    return hb.start_node(DUPLEX, os.path.join(tmp, f"{tag}-node{i}.log"), cpu, redis, prefix,
+                         name=f"node {i}")
 
 
 def measure(setup_name, wl_name, rnd, args, redis, tmp, run_id):
@@ -315,19 +117,11 @@ def measure(setup_name, wl_name, rnd, args, redis, tmp, run_id):
         own_pids = [p.pid for p, _, _ in nodes] + [redis.pid]
         ticks_before = core_ticks(), sum(process_ticks(pid) or 0 for pid in own_pids)
         client_log = os.path.join(tmp, f"{tag}-client.json")
-        with open(client_log, "w") as out, open(client_log + ".err", "w") as err:
-            client = subprocess.Popen(["taskset", "-c", str(args.client_cpu)] + argv,
-                                      stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                      preexec_fn=_die_with_parent)
-            deadline = time.monotonic() + args.warmup + args.duration + CLIENT_SLACK_S
-            window = redis_window(redis, redis_channel, client, publish_before, args, deadline) \
-                if setup["redis"] else {}
-            while client.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if client.poll() is None:
-                client.kill()
-                client.wait()
-                raise RuntimeError("duplex bench did not finish in time")
+        watch = (lambda client, deadline: redis_window(
+            redis, redis_channel, client, publish_before, args, deadline)) \
+            if setup["redis"] else None
+        window = hb.run_client(argv, args.client_cpu, client_log,
+                               args.warmup + args.duration + CLIENT_SLACK_S, watch)
         publish_after = redis.publish_calls()
         ticks_after = core_ticks(), sum(process_ticks(pid) or 0 for pid in own_pids)
         other_server_core = other_load(ticks_before[0], ticks_after[0], args.server_cpu,
@@ -399,44 +193,6 @@ def measure(setup_name, wl_name, rnd, args, redis, tmp, run_id):
         for proc, _, _ in nodes:
             stop(proc)
     return result
-
-
-def machine():
-    model = ""
-    for line in sh(["lscpu"]).splitlines():
-        if line.startswith("Model name:"):
-            model = line.split(":", 1)[1].strip()
-    mem_kib = 0
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                mem_kib = int(line.split()[1])
-    return {
-        "cpu_model": model or platform.processor() or "unknown",
-        "cores": os.cpu_count(),
-        "memory_gib": round(mem_kib / (1 << 20), 1),
-        "kernel": platform.release(),
-        "rustc": sh(["rustc", "--version"]),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
-def median(rows, key):
-    vals = [r[key] for r in rows if r.get(key) is not None]
-    return statistics.median(vals) if vals else None
-
-
-def span(rows, key):
-    vals = [r[key] for r in rows if r.get(key) is not None]
-    return (min(vals), max(vals)) if vals else None
-
-
-def fmt(x, digits=2, thousands=False):
-    if x is None:
-        return "–"
-    if thousands:
-        return f"{x:,.0f}"
-    return f"{x:.{digits}f}"
 
 
 def summarize(results):
@@ -590,21 +346,6 @@ def markdown(meta, summary, results):
     return "\n".join(out) + "\n"
 
 
-def write_section(path, section):
-    try:
-        with open(path) as f:
-            text = f.read()
-    except FileNotFoundError:
-        text = "# Benchmarks\n"
-    start, end = text.find(BEGIN), text.find(END)
-    if start != -1 and end != -1 and end > start:
-        text = text[:start] + section + text[end + len(END):].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    with open(path, "w") as f:
-        f.write(text)
-
-
 def parse_args(argv):
     p = argparse.ArgumentParser(
         prog="bench/cluster.sh",
@@ -642,38 +383,18 @@ def parse_args(argv):
     return a
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv):
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    hb.install_interrupt()
     args = parse_args(argv)
-    for tool in ["taskset", "redis-server"]:
-        if not sh(["sh", "-c", f"command -v {tool}"]):
-            log(f"error: {tool} is not installed (redis-server: apt-get install redis-server)")
-            return 2
-    if not args.no_build:
-        log("building (cargo build --release -p duplex-cli)")
-        if subprocess.run(["cargo", "build", "--release", "-p", "duplex-cli"],
-                          cwd=ROOT).returncode != 0:
-            log("error: the build failed")
-            return 2
-    if not os.access(DUPLEX, os.X_OK):
-        log(f"error: {DUPLEX} is not built")
-        return 2
-    if os.cpu_count() and max(args.server_cpu, args.client_cpu) >= os.cpu_count():
-        log(f"error: CPUs {args.server_cpu} and {args.client_cpu} needed")
-        return 2
-    commit = sh(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
-    if sh(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", "crates"]):
-        commit += " (plus uncommitted changes under crates/)"
+    status = hb.preflight(args, ROOT, DUPLEX, log)
+    if status is not None:
+        return status
+    commit = hb.commit_label(ROOT)
     command_argv = os.environ.get("DUPLEX_CLUSTER_BENCH_ARGV", "")
     meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": hb.now_utc(),
         "command": "bench/cluster.sh" + (" " + command_argv if command_argv else ""),
-        "machine": machine(),
+        "machine": hb.machine(),
         "commit": commit,
         "rounds": args.rounds,
         "duration_s": args.duration,
@@ -690,11 +411,7 @@ def main(argv):
         redis = Redis(tmp, args.server_cpu)
         try:
             meta["redis_version"] = redis.version()
-            a = redis.cpu_s()
-            time.sleep(3.0)
-            redis.idle_cpu_per_s = (redis.cpu_s() - a) / 3.0
-            meta["redis_idle_cpu_us_per_s"] = round(redis.idle_cpu_per_s * 1e6, 1)
-            log(f"redis-server idle: {meta['redis_idle_cpu_us_per_s']} µs of CPU per second")
+            meta["redis_idle_cpu_us_per_s"] = hb.measure_redis_idle(redis, log)
             for rnd in range(1, args.rounds + 1):
                 for wl_name in args.workloads:
                     k = (rnd - 1) % len(args.setups)
@@ -708,15 +425,11 @@ def main(argv):
     with open(args.json_output, "w") as f:
         json.dump({"meta": meta, "measurements": results}, f, indent=1)
         f.write("\n")
-    write_section(args.output, markdown(meta, summary, results))
+    hb.write_section(args.output, BEGIN, END, markdown(meta, summary, results))
     log(f"wrote {os.path.relpath(args.output, ROOT)} and {meta['json_output']}")
     return 0 if all(r["status"] == "ok" for r in results) else 1
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except KeyboardInterrupt as e:
-        log(f"interrupted ({e})")
-        sys.exit(130)
+    hb.run_main(main, log)
 PY
